@@ -1,0 +1,214 @@
+"""Load flows/*.yaml and refuse to start on a bad value, naming the file, line, key and fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+LANGS = ("ja", "en")
+SEVERITIES = ("critical", "major", "minor")
+
+_VOICE = {
+    "type": "object",
+    "required": ["tts_language", "voice", "fallback_voice"],
+    "additionalProperties": False,
+    "properties": {
+        "tts_language": {"enum": ["ja-JP", "en-US", "en-GB", "en-AU"],
+                         "description": "a Twilio <Say> language code such as ja-JP or en-US"},
+        "voice": {"type": "string", "minLength": 1,
+                  "description": "a Twilio voice name such as Polly.Mizuki"},
+        "fallback_voice": {"type": "string", "minLength": 1,
+                           "description": "a basic voice that /voice/fallback uses, such as "
+                                          "Google.ja-JP-Standard-A"},
+    },
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "call.yaml": {
+        "type": "object",
+        "required": ["default_language", "languages", "queue", "gather", "menu", "agent"],
+        "additionalProperties": False,
+        "properties": {
+            "default_language": {"enum": list(LANGS),
+                                 "description": "the language for unknown callers: ja or en"},
+            "languages": {
+                "type": "object", "required": list(LANGS), "additionalProperties": False,
+                "properties": {lang: _VOICE for lang in LANGS},
+                "description": "one entry per language: ja and en",
+            },
+            "queue": {
+                "type": "object", "required": ["name", "hold_music"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                             "description": "a Twilio queue name of letters, digits, - or _"},
+                    "hold_music": {"type": "string", "pattern": "^https?://",
+                                   "description": "an http(s) URL of an audio file"},
+                },
+            },
+            "gather": {
+                "type": "object",
+                "required": ["enabled", "timeout", "speech_timeout"],
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean", "description": "true or false"},
+                    "timeout": {"type": "integer", "minimum": 1, "maximum": 30,
+                                "description": "seconds to wait for a key, 1 to 30"},
+                    "speech_timeout": {
+                        "oneOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}],
+                        "description": "auto, or whole seconds of silence"},
+                    "speech_model": {
+                        "type": ["string", "null"],
+                        "description": "a Twilio speechModel, or null for the default",
+                    },
+                },
+            },
+            "menu": {
+                "type": "object",
+                "additionalProperties": False,
+                "patternProperties": {"^[0-9]$": {"type": "string", "pattern": "^[a-z_]+$"}},
+                "description": "single digit keys mapping to a purpose name such as incident",
+            },
+            "agent": {
+                "type": "object", "required": ["idle_pause", "allowed_from"],
+                "additionalProperties": False,
+                "properties": {
+                    "allowed_from": {
+                        "type": "array", "items": {"type": "string", "minLength": 1},
+                        "description": "a list of operator numbers (E.164) or client "
+                                       "identities (client:name); empty lets anyone in",
+                    },
+                    "idle_pause": {"type": "integer", "minimum": 1, "maximum": 60,
+                                   "description": "seconds the operator line waits before "
+                                                  "looking again for a caller, 1 to 60"},
+                },
+            },
+        },
+    },
+    "incidents.yaml": {
+        "type": "object",
+        "required": ["cadence_minutes"],
+        "additionalProperties": False,
+        "properties": {
+            "cadence_minutes": {
+                "type": "object",
+                "required": list(SEVERITIES),
+                "additionalProperties": False,
+                "properties": {
+                    "critical": {"type": "integer", "minimum": 30, "maximum": 60,
+                                 "description": "30 to 60 minutes for an important incident"},
+                    "major": {"type": "integer", "minimum": 30, "maximum": 60,
+                              "description": "30 to 60 minutes for an important incident"},
+                    "minor": {"type": "integer", "minimum": 120, "maximum": 180,
+                              "description": "120 to 180 minutes for an ordinary incident"},
+                },
+            },
+        },
+    },
+}
+
+
+class FlowError(RuntimeError):
+    """A flows/ file that the service must not start with."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    tts_language: str
+    voice: str
+    fallback_voice: str
+
+
+@dataclass(frozen=True)
+class Flows:
+    """The validated flows/ files; read once at start, never per request."""
+
+    call: dict[str, Any]
+    incidents: dict[str, Any]
+
+    def voice(self, lang: str) -> Voice:
+        entry = self.call["languages"].get(lang) or self.call["languages"]["ja"]
+        return Voice(**entry)
+
+    @property
+    def default_language(self) -> str:
+        return str(self.call["default_language"])
+
+    def operator_allowed(self, raw_from: str, phone: str | None) -> bool:
+        allowed = self.call["agent"]["allowed_from"]
+        return not allowed or raw_from in allowed or (phone is not None and phone in allowed)
+
+    @property
+    def queue_name(self) -> str:
+        return str(self.call["queue"]["name"])
+
+    def cadence(self, severity: str) -> timedelta:
+        return timedelta(minutes=int(self.incidents["cadence_minutes"][severity]))
+
+
+def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
+    """The 1-based line in the YAML source of the value at `path`, or of its nearest parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in path:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if part < len(node.value) else None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def load_file(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
+    """Parse and validate one file; the first problem found becomes a FlowError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise FlowError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise FlowError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+                    key=lambda err: list(err.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        fix = err.schema.get("description") if isinstance(err.schema, dict) else None
+        fix = fix or _description_at(schema, list(err.absolute_path))
+        hint = f" Fix: use {fix}." if fix else ""
+        line = _line_of(node, list(err.absolute_path))
+        raise FlowError(f"{path}:{line}: {key}: {err.message}.{hint}")
+    return data
+
+
+def _description_at(schema: dict[str, Any], path: list[Any]) -> str | None:
+    found = schema.get("description")
+    for part in path:
+        schema = schema.get("properties", {}).get(str(part), {})
+        found = schema.get("description", found)
+    return found
+
+
+def load_flows(directory: str | Path) -> Flows:
+    """Read every flows/ file the service knows; a missing or bad one stops the start."""
+    root = Path(directory)
+    loaded = {name: load_file(root / name, schema) for name, schema in SCHEMAS.items()}
+    gather = loaded["call.yaml"]["gather"]
+    if gather.get("speech_model") and gather["speech_timeout"] == "auto":
+        raise FlowError(
+            f"{root / 'call.yaml'}: gather.speech_timeout: 'auto' does not work with "
+            f"speech_model {gather['speech_model']!r}. Fix: use whole seconds, such as 2, "
+            "or set speech_model: null."
+        )
+    return Flows(call=loaded["call.yaml"], incidents=loaded["incidents.yaml"])

@@ -1,0 +1,37 @@
+"""Service endpoints for load balancers and Prometheus."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ivr import services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is up; says nothing about Redis, so a Redis outage restarts nothing."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Ready only while Redis answers, so a load balancer can route around a cut-off node."""
+    try:
+        services().redis.ping()
+    except redis.RedisError as e:
+        log.warning("not ready: redis unreachable (%s)", type(e).__name__)
+        return jsonify(status="unavailable", redis="down"), 503
+    return jsonify(status="ok", redis="up"), 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,294 @@
+"""Incidents: what supervisors declare, what every caller hears, what the timeline records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from ivr import keys, validate
+from ivr.customer import Customer
+from ivr.errors import ApiError, invalid
+from ivr.phone import normalize
+from ivr.services import Services
+
+SEVERITIES = ("critical", "major", "minor")
+OPEN_STATUSES = ("investigating", "identified", "monitoring")
+AUDIENCES = ("all", "affected")
+LANGS = ("ja", "en")
+ANNOUNCEMENT_MAX = 1000
+COUNTERS = ("calls", "affected_calls", "escalations", "sms_sent", "sms_failed")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _per_language(value: Any, field: str, *, url: bool = False) -> dict[str, str]:
+    """{"ja": …, "en": …}: the announcement texts or recording URLs."""
+    if not isinstance(value, dict):
+        raise invalid(field, f"{field} must be an object keyed by language (ja, en)")
+    out: dict[str, str] = {}
+    for lang, item in value.items():
+        if lang not in LANGS:
+            raise invalid(f"{field}.{lang}", f"unknown language {lang}; use ja or en")
+        if item is None:
+            continue
+        limit = 500 if url else ANNOUNCEMENT_MAX
+        checked = validate.text(value, lang, max_len=limit, field=f"{field}.{lang}")
+        if url and not str(checked).startswith("https://"):
+            raise invalid(f"{field}.{lang}", f"{field}.{lang} must be an https URL")
+        out[lang] = str(checked)
+    return out
+
+
+def _scope(value: Any) -> dict[str, list[str]]:
+    if value is None:
+        return {"services": [], "regions": [], "numbers": []}
+    if not isinstance(value, dict):
+        raise invalid("scope", "scope must be an object with services, regions, numbers")
+    validate.only_fields(value, ("services", "regions", "numbers"), prefix="scope.")
+    numbers = []
+    for i, raw in enumerate(validate.string_list(value.get("numbers"), "scope.numbers",
+                                                 max_items=10_000, max_len=32)):
+        e164 = normalize(raw)
+        if e164 is None:
+            raise invalid(f"scope.numbers[{i}]", f"scope.numbers[{i}] is not a phone number")
+        numbers.append(e164)
+    return {
+        "services": validate.string_list(value.get("services"), "scope.services"),
+        "regions": validate.string_list(value.get("regions"), "scope.regions"),
+        "numbers": sorted(set(numbers)),
+    }
+
+
+def _message(value: Any, field: str = "message") -> dict[str, str]:
+    """An update message: one string (the same for every language) or an object per language."""
+    if isinstance(value, str):
+        text = validate.text({field: value}, field, max_len=ANNOUNCEMENT_MAX)
+        return {"ja": str(text)}
+    if value is None:
+        raise invalid(field, f"{field} is required")
+    return _per_language(value, field)
+
+
+NEW_FIELDS = ("title", "severity", "status", "scope", "audience", "announcement", "recordings",
+              "eta", "notify")
+PATCH_FIELDS = ("title", "severity", "status", "scope", "audience", "announcement",
+                "recordings", "eta")
+
+
+def parse_new(body: Mapping[str, Any], svc: Services) -> dict[str, Any]:
+    """Check a declaration completely before anything is written."""
+    validate.only_fields(body, NEW_FIELDS)
+    scope = _scope(body.get("scope"))
+    has_scope = any(scope.values())
+    announcement = _per_language(body.get("announcement"), "announcement") \
+        if body.get("announcement") is not None else {}
+    if not announcement:
+        raise invalid("announcement", "announcement needs the text callers hear, e.g. "
+                                      '{"ja": "…"}')
+    return {
+        "title": validate.text(body, "title"),
+        "severity": validate.choice(body, "severity", SEVERITIES),
+        "status": validate.choice(body, "status", OPEN_STATUSES, default="investigating"),
+        "scope": scope,
+        "audience": validate.choice(body, "audience", AUDIENCES,
+                                    default="affected" if has_scope else "all"),
+        "announcement": announcement,
+        "recordings": _per_language(body["recordings"], "recordings", url=True)
+        if body.get("recordings") is not None else {},
+        "eta": _iso(validate.timestamp(body.get("eta"), "eta", svc.tz)),
+        "notify": validate.boolean(body, "notify", True),
+    }
+
+
+def parse_patch(body: Mapping[str, Any], svc: Services) -> dict[str, Any]:
+    validate.only_fields(body, PATCH_FIELDS)
+    if not body:
+        raise ApiError(400, "empty_patch", "give at least one of " + ", ".join(PATCH_FIELDS))
+    if body.get("status") == "resolved":
+        raise invalid("status", "resolve with POST /api/incidents/<id>/resolve, which also "
+                                "sends the closing message")
+    changes: dict[str, Any] = {}
+    if "title" in body:
+        changes["title"] = validate.text(body, "title")
+    if "severity" in body:
+        changes["severity"] = validate.choice(body, "severity", SEVERITIES)
+    if "status" in body:
+        changes["status"] = validate.choice(body, "status", OPEN_STATUSES)
+    if "scope" in body:
+        changes["scope"] = _scope(body["scope"])
+    if "audience" in body:
+        changes["audience"] = validate.choice(body, "audience", AUDIENCES)
+    if "announcement" in body:
+        changes["announcement"] = _per_language(body["announcement"], "announcement")
+    if "recordings" in body:
+        changes["recordings"] = _per_language(body["recordings"] or {}, "recordings", url=True)
+    if "eta" in body:
+        changes["eta"] = _iso(validate.timestamp(body["eta"], "eta", svc.tz))
+    return changes
+
+
+def parse_update(body: Mapping[str, Any], svc: Services, *, closing: bool = False
+                 ) -> dict[str, Any]:
+    validate.only_fields(body, ("message",) if closing else ("message", "eta", "status"))
+    update: dict[str, Any] = {"message": _message(body.get("message"))}
+    if not closing:
+        if "eta" in body:
+            update["eta"] = _iso(validate.timestamp(body["eta"], "eta", svc.tz))
+        if body.get("status") is not None:
+            update["status"] = validate.choice(body, "status", OPEN_STATUSES)
+    return update
+
+
+def declare(svc: Services, fields: dict[str, Any], declared_by: str) -> dict[str, Any]:
+    """Store a new incident and make it the announcement every matching caller hears."""
+    now = svc.now()
+    number = int(svc.redis.incr(keys.incident_seq()))
+    incident_id = f"INC-{now.astimezone(svc.tz):%Y%m%d}-{number:04d}"
+    doc = {
+        "id": incident_id, **fields,
+        "declared_by": declared_by,
+        "created_at": _iso(now), "updated_at": _iso(now), "resolved_at": None,
+        "update_seq": 0,
+        "next_update_at": _iso(now + svc.flows.cadence(fields["severity"])),
+    }
+    entry = {"seq": 0, "kind": "declared", "at": _iso(now), "by": declared_by,
+             "status": doc["status"], "message": doc["announcement"], "eta": doc["eta"]}
+    encoded = json.dumps(doc, ensure_ascii=False)
+    pipe = svc.redis.pipeline(transaction=True)
+    pipe.set(keys.incident(incident_id), encoded)
+    pipe.hset(keys.incidents_active(), incident_id, encoded)
+    pipe.zadd(keys.incidents_all(), {incident_id: now.timestamp()})
+    pipe.rpush(keys.incident_timeline(incident_id), json.dumps(entry, ensure_ascii=False))
+    pipe.hset(keys.incident_counters(incident_id), mapping={c: 0 for c in COUNTERS})
+    pipe.execute()
+    return doc
+
+
+def _change(svc: Services, incident_id: str, mutate: Any,
+            entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read-modify-write one incident under WATCH, so two supervisors never overwrite each
+    other; the active copy, the document and the timeline change together or not at all."""
+    key = keys.incident(incident_id)
+
+    def attempt(pipe: redis.client.Pipeline) -> dict[str, Any]:
+        raw = pipe.get(key)
+        if raw is None:
+            raise ApiError(404, "not_found", f"no incident {incident_id}")
+        doc = json.loads(raw)
+        if doc["status"] == "resolved":
+            raise ApiError(409, "resolved", f"incident {incident_id} is already resolved")
+        doc = mutate(doc)
+        doc["updated_at"] = _iso(svc.now())
+        encoded = json.dumps(doc, ensure_ascii=False)
+        pipe.multi()
+        pipe.set(key, encoded)
+        if doc["status"] == "resolved":
+            pipe.hdel(keys.incidents_active(), incident_id)
+        else:
+            pipe.hset(keys.incidents_active(), incident_id, encoded)
+        if entry is not None:
+            pipe.rpush(keys.incident_timeline(incident_id),
+                       json.dumps({**entry, "seq": doc["update_seq"]}, ensure_ascii=False))
+        return doc
+
+    result: dict[str, Any] = svc.redis.transaction(attempt, key, value_from_callable=True)
+    return result
+
+
+def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:
+    def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        doc.update(changes)
+        return doc
+
+    entry = {"kind": "edited", "at": _iso(svc.now()), "by": by, "fields": sorted(changes)}
+    return _change(svc, incident_id, mutate, entry)
+
+
+def post_update(svc: Services, incident_id: str, update: dict[str, Any], by: str
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Record a progress update and restart the update clock from now."""
+    now = svc.now()
+    entry: dict[str, Any] = {"kind": "update", "at": _iso(now), "by": by, **update}
+
+    def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["update_seq"] += 1
+        doc.update({k: v for k, v in update.items() if k in ("eta", "status")})
+        doc["latest_update"] = update["message"]
+        doc["next_update_at"] = _iso(now + svc.flows.cadence(doc["severity"]))
+        entry.update(status=doc["status"], eta=doc["eta"], next_update_at=doc["next_update_at"])
+        return doc
+
+    doc = _change(svc, incident_id, mutate, entry)
+    return doc, {**entry, "seq": doc["update_seq"]}
+
+
+def resolve(svc: Services, incident_id: str, message: dict[str, str], by: str
+            ) -> dict[str, Any]:
+    """Close the incident: callers stop hearing it and the update clock stops."""
+    now = svc.now()
+    entry = {"kind": "resolved", "at": _iso(now), "by": by, "message": message,
+             "status": "resolved"}
+
+    def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["update_seq"] += 1
+        doc.update(status="resolved", resolved_at=_iso(now), next_update_at=None,
+                   latest_update=message)
+        return doc
+
+    return _change(svc, incident_id, mutate, entry)
+
+
+def load(svc: Services, incident_id: str) -> dict[str, Any]:
+    """One incident with its timeline and counters, for the API and console."""
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.get(keys.incident(incident_id))
+    pipe.lrange(keys.incident_timeline(incident_id), 0, -1)
+    pipe.hgetall(keys.incident_counters(incident_id))
+    raw, timeline, counters = pipe.execute()
+    if raw is None:
+        raise ApiError(404, "not_found", f"no incident {incident_id}")
+    doc: dict[str, Any] = json.loads(raw)
+    doc["timeline"] = [json.loads(item) for item in timeline]
+    doc["counters"] = {c: int(counters.get(c, 0)) for c in COUNTERS}
+    return doc
+
+
+def list_ids(svc: Services, *, active_only: bool, limit: int = 200) -> list[str]:
+    if active_only:
+        return sorted(svc.redis.hkeys(keys.incidents_active()), reverse=True)
+    return list(svc.redis.zrevrange(keys.incidents_all(), 0, limit - 1))
+
+
+def applies(doc: Mapping[str, Any], phone: str | None, customer: Customer | None
+            ) -> tuple[bool, bool]:
+    """(announce, affected) for one caller: affected when the number, a service or the
+    region is in scope; announced to everyone when the audience is `all`."""
+    scope = doc.get("scope") or {}
+    affected = bool(
+        (phone and phone in scope.get("numbers", ()))
+        or (customer and set(customer.services) & set(scope.get("services", ())))
+        or (customer and customer.region and customer.region in scope.get("regions", ()))
+    )
+    return doc.get("audience") == "all" or affected, affected
+
+
+def announcement_for(doc: Mapping[str, Any], lang: str) -> tuple[str | None, str | None]:
+    """(recording URL, text) in the caller's language, falling back to the other one."""
+    order = (lang, "ja", "en")
+    recordings = doc.get("recordings") or {}
+    texts = doc.get("announcement") or {}
+    recording = next((recordings[x] for x in order if recordings.get(x)), None)
+    text = next((texts[x] for x in order if texts.get(x)), None)
+    return recording, text
+
+
+def latest_status(doc: Mapping[str, Any], lang: str) -> str | None:
+    """The newest update text in the caller's language, if a supervisor posted one."""
+    latest = doc.get("latest_update") or {}
+    return next((latest[x] for x in (lang, "ja", "en") if latest.get(x)), None)

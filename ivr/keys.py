@@ -1,0 +1,111 @@
+"""Every Redis key the service uses, with its type and lifetime (README: "Redis keys").
+
+Keys are `ivr:<noun>:<id>[:<facet>]`. Ephemeral keys carry a TTL; incidents,
+customers, supervisors and tokens do not expire.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ivr"
+
+CALL_TTL = 7 * 86400
+"""Call records stay a week, long enough for the post-incident report."""
+RECENT_CALLS_MAX = 50_000
+"""How many call ids the recent-calls index keeps (trimmed on insert)."""
+
+
+def incident(incident_id: str) -> str:
+    """String: the incident document (JSON). No TTL."""
+    return f"{PREFIX}:incident:{incident_id}"
+
+
+def incident_timeline(incident_id: str) -> str:
+    """List: JSON timeline entries, oldest first. No TTL."""
+    return f"{PREFIX}:incident:{incident_id}:timeline"
+
+
+def incident_counters(incident_id: str) -> str:
+    """Hash: calls, affected_calls, escalations, sms_sent, sms_failed. No TTL."""
+    return f"{PREFIX}:incident:{incident_id}:counters"
+
+
+def incidents_all() -> str:
+    """Sorted set: incident id scored by declaration time (epoch seconds). No TTL."""
+    return f"{PREFIX}:incidents:all"
+
+
+def incidents_active() -> str:
+    """Hash: incident id -> incident JSON for every unresolved incident; the voice path reads
+    only this key, so one HGETALL tells every caller the same thing. No TTL."""
+    return f"{PREFIX}:incidents:active"
+
+
+def incident_seq() -> str:
+    """String counter: the number part of incident ids. No TTL."""
+    return f"{PREFIX}:seq:incident"
+
+
+def customer(phone: str) -> str:
+    """Hash: one customer by E.164 number. No TTL."""
+    return f"{PREFIX}:customer:{phone}"
+
+
+def customers_all() -> str:
+    """Set: E.164 numbers of every customer. No TTL."""
+    return f"{PREFIX}:customers:all"
+
+
+def customers_by_service(service: str) -> str:
+    """Set: E.164 numbers of customers who use a service. No TTL."""
+    return f"{PREFIX}:customers:service:{service}"
+
+
+def customers_by_region(region: str) -> str:
+    """Set: E.164 numbers of customers in a region. No TTL."""
+    return f"{PREFIX}:customers:region:{region}"
+
+
+def sms_optout() -> str:
+    """Set: the service's own SMS suppression list (E.164). No TTL."""
+    return f"{PREFIX}:sms:optout"
+
+
+def call(call_sid: str) -> str:
+    """Hash: one call record (from, tags JSON, incidents, state, transcript…). TTL CALL_TTL."""
+    return f"{PREFIX}:call:{call_sid}"
+
+
+def calls_recent() -> str:
+    """Sorted set: CallSid scored by arrival (epoch seconds), trimmed to RECENT_CALLS_MAX."""
+    return f"{PREFIX}:calls:recent"
+
+
+def calls_active() -> str:
+    """Sorted set: CallSid of calls not yet completed, scored by arrival. Members leave on
+    the status callback."""
+    return f"{PREFIX}:calls:active"
+
+
+def waiting() -> str:
+    """Sorted set: CallSid of callers waiting for an operator, scored band * 1e13 + enqueue
+    time in ms, so ZPOPMIN gives priority > affected/VIP > others, first come first served."""
+    return f"{PREFIX}:queue:waiting"
+
+
+AGENT_ASSIGNMENT_TTL = 3600
+
+
+def agent_assignment(agent_call_sid: str) -> str:
+    """String: the caller's CallSid given to one operator leg, so a retried operator-line
+    webhook hands over the same caller. TTL AGENT_ASSIGNMENT_TTL."""
+    return f"{PREFIX}:agent:{agent_call_sid}:caller"
+
+
+def token(token_hash: str) -> str:
+    """Hash: an admin API token by its SHA-256 (name, created_at). No TTL."""
+    return f"{PREFIX}:token:{token_hash}"
+
+
+ALL = (incident, incident_timeline, incident_counters, incidents_all, incidents_active,
+       incident_seq, customer, customers_all, customers_by_service, customers_by_region,
+       sms_optout, call, calls_recent, calls_active, waiting, agent_assignment, token)

@@ -1,0 +1,52 @@
+"""Phone numbers: E.164 normalisation (Japan first), withheld callers, masking for logs."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+DEFAULT_REGION = "JP"
+
+# What Twilio puts in From when the caller withheld or has no caller ID.
+WITHHELD = {
+    "", "+", "anonymous", "restricted", "unknown", "private", "unavailable", "blocked",
+    "+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253",
+}
+MAX_INPUT = 64
+
+
+def normalize(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
+    """E.164 for a real, dialable number ("090-1234-5678" -> "+819012345678"), else None.
+
+    None covers withheld IDs, short codes and anything that is not a valid number, so the
+    caller is treated as unknown rather than refused.
+    """
+    text = (raw or "").strip()
+    if text.lower() in WITHHELD or len(text) > MAX_INPUT:
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_mobile(e164: str) -> bool:
+    """True for numbers that can receive SMS (mobile, or fixed-or-mobile where undecidable)."""
+    try:
+        kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return False
+    return kind in (phonenumbers.PhoneNumberType.MOBILE,
+                    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
+def mask(phone: str | None) -> str:
+    """'+81******5678': enough to tell calls apart in a log, never the whole number."""
+    if not phone:
+        return "-"
+    if len(phone) <= 6:
+        return "*" * len(phone)
+    head = 3 if phone.startswith("+") else 0
+    return phone[:head] + "*" * (len(phone) - head - 4) + phone[-4:]

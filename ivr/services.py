@@ -1,0 +1,111 @@
+"""The objects every request and job needs, built once from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from ivr.flows import Flows, load_flows
+from ivr.prompts import Prompts, load_prompts
+
+Clock = Callable[[], datetime]
+TWILIO_TIMEOUT = 5.0
+
+
+def utc_now() -> datetime:
+    """Now, tz-aware UTC; the one clock production uses (tests freeze it with freezegun)."""
+    return datetime.now(UTC)
+
+
+class RebasedHttpClient(TwilioHttpClient):
+    """Send every Twilio REST request to TWILIO_API_BASE_URL instead of *.twilio.com.
+
+    Lets a Twilio-compatible mock (tests, local runs) stand in without patching the client.
+    """
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        parts = urlsplit(base_url)
+        self.base_scheme, self.base_netloc = parts.scheme, parts.netloc
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(url)
+        url = parts._replace(scheme=self.base_scheme, netloc=self.base_netloc).geturl()
+        return super().request(method, url, *args, **kwargs)
+
+
+@dataclass
+class Services:
+    """Redis, the job queue, Twilio, the clock and the validated flows/prompts."""
+
+    redis: redis.Redis
+    rq_redis: redis.Redis
+    twilio: Client
+    queue: Queue
+    clock: Clock
+    flows: Flows
+    prompts: Prompts
+    config: Mapping[str, Any]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.get("IVR_TIMEZONE", "Asia/Tokyo"))
+
+    def now(self) -> datetime:
+        return self.clock()
+
+
+def redis_client(url: str, *, timeout: float, decode: bool) -> redis.Redis:
+    """A client that fails fast: one short try, so a webhook can still answer with Redis down."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+def twilio_client(config: Mapping[str, Any]) -> Client:
+    base = str(config.get("TWILIO_API_BASE_URL") or "https://api.twilio.com")
+    http: TwilioHttpClient
+    if urlsplit(base).netloc == "api.twilio.com":
+        http = TwilioHttpClient(timeout=TWILIO_TIMEOUT)
+    else:
+        http = RebasedHttpClient(base, timeout=TWILIO_TIMEOUT)
+    return Client(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"], http_client=http)
+
+
+def build_services(
+    config: Mapping[str, Any], *, clock: Clock = utc_now, redis_timeout: float | None = None
+) -> Services:
+    """Build everything from settings; `rq_redis` stays undecoded because RQ needs bytes.
+
+    The web passes no `redis_timeout` and gets IVR_REDIS_TIMEOUT (short, so a webhook still
+    answers when Redis is slow); the worker asks for a longer one.
+    """
+    timeout = redis_timeout or float(config.get("IVR_REDIS_TIMEOUT", 0.25))
+    url = str(config["REDIS_URL"])
+    rq_redis = redis_client(url, timeout=timeout, decode=False)
+    return Services(
+        redis=redis_client(url, timeout=timeout, decode=True),
+        rq_redis=rq_redis,
+        twilio=twilio_client(config),
+        queue=Queue("default", connection=rq_redis),
+        clock=clock,
+        flows=load_flows(config["IVR_FLOWS_DIR"]),
+        prompts=load_prompts(config["IVR_PROMPTS_DIR"]),
+        config=config,
+    )

@@ -1,0 +1,308 @@
+"""Twilio voice webhooks (PRODUCT.md §1): what callers and operators hear, and the queue.
+
+Every view answers TwiML even when Redis is down or slow: the caller hears an apology and
+waits in the plain Twilio queue, so nobody is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, current_app, request
+from rq.exceptions import DuplicateJobError
+from twilio.twiml.voice_response import Dial, VoiceResponse
+from werkzeug.exceptions import HTTPException
+
+from ivr import call as calls
+from ivr import services
+from ivr.phone import mask
+from ivr.services import Services
+from ivr.signature import twilio_signed
+from ivr.twiml import twiml
+from ivr.voice_twiml import callback_url, conference, enqueue, gather, say
+
+log = logging.getLogger(__name__)
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+DIGITS = re.compile(r"^[0-9*#]{1,10}$")
+RESERVATION = re.compile(r"^WR[0-9a-fA-F]{32}$")
+TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
+
+
+def _local(svc: Services, iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
+
+
+def _speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> None:
+    say(target, svc.prompts.render(name, lang, **ctx), svc.flows.voice(lang))
+
+
+def degraded(svc: Services, lang: str | None = None) -> VoiceResponse:
+    """Apology, then the plain Twilio queue: what a caller gets when Redis cannot answer."""
+    lang = lang or svc.flows.default_language
+    vr = VoiceResponse()
+    _speak(svc, vr, "apology", lang)
+    return enqueue(vr, svc.flows, workflow_sid=current_app.config["TWILIO_WORKFLOW_SID"])
+
+
+def operator_degraded(svc: Services) -> VoiceResponse:
+    """Without Redis the operator still takes callers, in Twilio's own arrival order."""
+    lang = svc.flows.default_language
+    vr = VoiceResponse()
+    _speak(svc, vr, "apology", lang)
+    dial = Dial()
+    dial.queue(svc.flows.queue_name, url=callback_url("voice.connecting"))
+    vr.append(dial)
+    return vr
+
+
+def _safely(view: Callable[[Services], Response], what: str) -> Response:
+    """Run a view; on a Redis fault answer the degraded TwiML instead of an error."""
+    svc = services()
+    try:
+        return view(svc)
+    except redis.RedisError as e:
+        log.warning("redis unavailable in %s (%s) call_sid=%s", what, type(e).__name__,
+                    request.form.get("CallSid", "-")[:64])
+        return twiml(degraded(svc))
+
+
+@bp.errorhandler(Exception)
+def unexpected(e: Exception) -> Response | HTTPException:
+    """Never let Twilio play its error message: log the fault and still queue the caller."""
+    if isinstance(e, HTTPException):
+        return e
+    log.exception("voice webhook failed path=%s call_sid=%s", request.path,
+                  request.form.get("CallSid", "-")[:64])
+    if request.endpoint == "voice.agent_line":
+        return twiml(operator_degraded(services()))
+    if request.endpoint == "voice.status":
+        return twiml(VoiceResponse())
+    return twiml(degraded(services()))
+
+
+@bp.post("/incoming")
+@twilio_signed
+def incoming() -> Response:
+    """Twilio 'A call comes in': greet, announce the incidents that apply, ask the purpose."""
+    call = calls.CallInfo.parse(request.form)
+
+    def answer(svc: Services) -> Response:
+        if not call.call_sid:
+            return twiml(degraded(svc))
+        customer, incidents = calls.caller_lookup(svc, call.phone)
+        greeting = calls.plan_greeting(svc, call, customer, incidents)
+        if calls.record_incoming(svc, call, greeting):
+            log.info("call in call_sid=%s from=%s tags=%s", call.call_sid, mask(call.phone),
+                     ",".join(greeting.tags) or "-")
+        lang, voice = greeting.lang, svc.flows.voice(greeting.lang)
+        vr = VoiceResponse()
+        _speak(svc, vr, "welcome", lang)
+        for item in greeting.announcements:
+            if item.recording:
+                vr.play(item.recording)
+            text = svc.prompts.render(
+                "announcement", lang, text="" if item.recording else item.text or "",
+                eta=_local(svc, item.eta), next_update=_local(svc, item.next_update_at))
+            say(vr, text, voice)
+        if svc.flows.call["gather"]["enabled"]:
+            gather(vr, svc.flows, voice, svc.prompts.render("menu", lang))
+        vr.redirect(callback_url("voice.gather_result"), method="POST")
+        return twiml(vr)
+
+    return _safely(answer, "incoming")
+
+
+def _said(form: Any, menu: dict[str, str]) -> dict[str, str]:
+    """What the caller said or pressed, bounded, as call-record fields."""
+    speech = " ".join((form.get("SpeechResult") or "").split())[: calls.TRANSCRIPT_MAX]
+    digits = form.get("Digits") or ""
+    digits = digits if DIGITS.match(digits) else ""
+    confidence = form.get("Confidence") or ""
+    try:
+        confidence = f"{min(max(float(confidence), 0.0), 1.0):.3f}" if confidence else ""
+    except ValueError:
+        confidence = ""
+    purpose = menu.get(digits[:1], "") if digits else ("speech" if speech else "none")
+    return {"transcript": speech, "digits": digits, "confidence": confidence,
+            "purpose": purpose}
+
+
+@bp.post("/gather")
+@twilio_signed
+def gather_result() -> Response:
+    """Twilio <Gather action>: record what the caller wants, then queue them by priority."""
+    call = calls.CallInfo.parse(request.form)
+
+    def answer(svc: Services) -> Response:
+        said = _said(request.form, svc.flows.call["menu"])
+        queued = calls.enqueue(svc, call.call_sid, said) if call.call_sid else None
+        if queued is None:
+            return twiml(degraded(svc))
+        vr = VoiceResponse()
+        _speak(svc, vr, "queue_intro", queued.lang)
+        task = {"call_sid": call.call_sid, "tags": queued.tags, "purpose": said["purpose"],
+                "transcript": said["transcript"], "language": queued.lang}
+        return twiml(enqueue(vr, svc.flows, workflow_sid=current_app.config[
+            "TWILIO_WORKFLOW_SID"], task=task, band=queued.band))
+
+    return _safely(answer, "gather")
+
+
+@bp.post("/queue-wait")
+@twilio_signed
+def queue_wait() -> Response:
+    """Twilio <Enqueue waitUrl>: place in line, the latest incident status, hold music."""
+    sid = calls.CallInfo.parse(request.form).call_sid
+    svc = services()
+    vr = VoiceResponse()
+    lang = svc.flows.default_language
+    try:
+        lang, place, latest, status_code = calls.waiting_status(svc, sid)
+        _speak(svc, vr, "queue_wait", lang, position=place, status=latest,
+               status_code=status_code)
+    except redis.RedisError as e:
+        log.warning("redis unavailable in queue-wait (%s) call_sid=%s", type(e).__name__, sid)
+        twilio_place = request.form.get("QueuePosition", "")
+        _speak(svc, vr, "queue_wait", lang, status=None, status_code=None,
+               position=int(twilio_place) if twilio_place.isdigit() else None)
+    vr.play(svc.flows.call["queue"]["hold_music"])
+    return twiml(vr)
+
+
+@bp.post("/connecting")
+@twilio_signed
+def connecting() -> Response:
+    """Played to the caller only, just before an operator joins (<Queue url>, or the REST
+    redirect out of the queue, which adds ?join=1 to meet in the caller's conference)."""
+    call = calls.CallInfo.parse(request.form)
+    svc = services()
+    lang = svc.flows.default_language
+    try:
+        record = calls.get(svc, call.call_sid) if call.call_sid else None
+        lang = record["lang"] if record else lang
+        if record and request.args.get("join") == "1":
+            calls.mark(svc, call.call_sid, state="connected")
+    except redis.RedisError:
+        log.warning("redis unavailable in connecting call_sid=%s", call.call_sid)
+    vr = VoiceResponse()
+    _speak(svc, vr, "connecting", lang)
+    if request.args.get("join") == "1" and call.call_sid:
+        conference(vr, call.call_sid, svc.flows.call["queue"]["hold_music"], caller=True)
+    return twiml(vr)
+
+
+def _whisper(svc: Services, record: dict[str, Any], lang: str) -> str:
+    queued_ms = int(record.get("queued_at_ms") or 0)
+    waited = int((svc.now().timestamp() * 1000 - queued_ms) // 60000) if queued_ms else 0
+    return svc.prompts.render("agent_whisper", lang, name=record.get("customer_name") or "",
+                              tags=record["tags"], purpose=record.get("purpose", ""),
+                              transcript=record.get("transcript", ""), waited_minutes=waited)
+
+
+@bp.post("/agent-line")
+@twilio_signed
+def agent_line() -> Response:
+    """An operator calls the operator line: hear the next caller's context on this leg only,
+    then meet the caller in the conference named after the caller's CallSid."""
+    agent = calls.CallInfo.parse(request.form)
+    svc = services()
+    lang = svc.flows.default_language
+    voice = svc.flows.voice(lang)
+    vr = VoiceResponse()
+    if not agent.call_sid or not svc.flows.operator_allowed(agent.raw_from, agent.phone):
+        log.warning("operator line refused call_sid=%s from=%s", agent.call_sid or "-",
+                    mask(agent.phone or agent.raw_from))
+        vr.reject()
+        return twiml(vr)
+    try:
+        record = calls.next_caller(svc, agent.call_sid)
+    except redis.RedisError as e:
+        log.warning("redis unavailable in agent-line (%s) call_sid=%s", type(e).__name__,
+                    agent.call_sid)
+        return twiml(operator_degraded(svc))
+    if record is None:
+        _speak(svc, vr, "agent_idle", lang)
+        vr.pause(length=svc.flows.call["agent"]["idle_pause"])
+        vr.redirect(callback_url("voice.agent_line"), method="POST")
+        return twiml(vr)
+    caller_sid = record["call_sid"]
+    _move_to_conference(svc, caller_sid, agent.call_sid)
+    say(vr, _whisper(svc, record, lang), voice)
+    conference(vr, caller_sid, svc.flows.call["queue"]["hold_music"], caller=False)
+    return twiml(vr)
+
+
+def _move_to_conference(svc: Services, caller_sid: str, agent_sid: str) -> None:
+    """Queue the REST redirect that takes the caller out of the Twilio queue into the room;
+    the job id makes a retried operator webhook enqueue it once."""
+    try:
+        svc.queue.enqueue("worker.calls.redirect_call", caller_sid,
+                          callback_url("voice.connecting", join=1),
+                          job_id=f"redirect-{caller_sid}", unique=True,
+                          retry=None, description=f"redirect {caller_sid}")
+        log.info("operator takes caller call_sid=%s agent_call_sid=%s", caller_sid, agent_sid)
+    except DuplicateJobError:
+        log.info("redirect already queued call_sid=%s", caller_sid)
+
+
+@bp.post("/agent-whisper")
+@twilio_signed
+def agent_whisper() -> Response:
+    """TaskRouter reservation `call` instruction: whisper the caller's context on the
+    operator's leg, then take the reserved caller (?reservation=WR…&call=CA…)."""
+    svc = services()
+    lang = svc.flows.default_language
+    reservation = request.args.get("reservation", "")
+    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    vr = VoiceResponse()
+    if not RESERVATION.match(reservation):
+        log.warning("agent-whisper without a reservation sid call_sid=%s",
+                    request.form.get("CallSid", "-")[:64])
+        _speak(svc, vr, "agent_idle", lang)
+        vr.hangup()
+        return twiml(vr)
+    try:
+        record = calls.get(svc, caller_sid) if caller_sid else None
+    except redis.RedisError:
+        record = None
+    if record:
+        say(vr, _whisper(svc, record, lang), svc.flows.voice(lang))
+    dial = Dial()
+    dial.queue(svc.flows.queue_name, reservation_sid=reservation,
+               url=callback_url("voice.connecting"))
+    vr.append(dial)
+    return twiml(vr)
+
+
+@bp.post("/status")
+@twilio_signed
+def status() -> Response:
+    """Call status callback: a finished call leaves the live list and the waiting line."""
+    sid = calls.CallInfo.parse(request.form).call_sid
+    state = (request.form.get("CallStatus") or "")[:32]
+    if sid and state in TERMINAL:
+        try:
+            calls.close(services(), sid, state, request.form.get("CallDuration"))
+        except redis.RedisError:
+            log.warning("redis unavailable in status call_sid=%s", sid)
+            return Response("redis unavailable", status=503, mimetype="text/plain")
+    return twiml(VoiceResponse())
+
+
+@bp.post("/fallback")
+@twilio_signed
+def fallback() -> Response:
+    """Twilio's fallback URL: a fixed apology and the plain queue, needing nothing but this
+    process, in the basic fallback voice in case the primary voice is what failed."""
+    svc = services()
+    lang = svc.flows.default_language
+    vr = VoiceResponse()
+    say(vr, svc.prompts.render("apology", lang), svc.flows.voice(lang), fallback=True)
+    vr.enqueue(svc.flows.queue_name)
+    return twiml(vr)

@@ -1,0 +1,70 @@
+"""TwiML builders shared by several voice views; each returns the VoiceResponse it fills."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import current_app, url_for
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+
+from ivr.flows import Flows, Voice
+
+TASK_PRIORITY = {0: 100, 1: 50, 2: 10}
+
+
+def callback_url(endpoint: str, **values: Any) -> str:
+    """An absolute URL Twilio can reach: PUBLIC_BASE_URL + our route (ASCII ids only)."""
+    base = str(current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
+    return base + url_for(endpoint, **values)
+
+
+def say(vr: VoiceResponse | Gather, text: str, voice: Voice, *, fallback: bool = False
+        ) -> None:
+    vr.say(text, voice=voice.fallback_voice if fallback else voice.voice,
+           language=voice.tts_language)
+
+
+def gather(vr: VoiceResponse, flows: Flows, voice: Voice, prompt: str) -> Gather:
+    """Speech and keys together; speech_timeout 'auto' only without a speech model."""
+    settings = flows.call["gather"]
+    options: dict[str, Any] = {
+        "input": "speech dtmf",
+        "action": callback_url("voice.gather_result"),
+        "method": "POST",
+        "language": voice.tts_language,
+        "timeout": settings["timeout"],
+        "num_digits": 1,
+        "action_on_empty_result": False,
+    }
+    if settings.get("speech_model"):
+        options["speech_model"] = settings["speech_model"]
+        options["speech_timeout"] = settings["speech_timeout"]
+    else:
+        options["speech_timeout"] = "auto"
+    g = vr.gather(**options)
+    say(g, prompt, voice)
+    return g
+
+
+def enqueue(vr: VoiceResponse, flows: Flows, *, workflow_sid: str = "",
+            task: dict[str, Any] | None = None, band: int = 2) -> VoiceResponse:
+    """Put the caller in the queue: TaskRouter with the tags as task attributes when a
+    workflow is configured, else the plain Twilio queue ordered by our own waiting line."""
+    wait_url = callback_url("voice.queue_wait")
+    if workflow_sid:
+        e = vr.enqueue(workflow_sid=workflow_sid, wait_url=wait_url, wait_url_method="POST")
+        e.task(json.dumps(task or {}, ensure_ascii=False), priority=TASK_PRIORITY.get(band, 10))
+    else:
+        vr.enqueue(flows.queue_name, wait_url=wait_url, wait_url_method="POST")
+    return vr
+
+
+def conference(vr: VoiceResponse, room: str, hold_music: str, *, caller: bool) -> VoiceResponse:
+    """Meet in the room named after the caller's CallSid. The caller's leaving ends it; the
+    operator's does not, so a supervisor can stay with the caller."""
+    dial = Dial()
+    dial.conference(room, start_conference_on_enter=not caller, end_conference_on_exit=caller,
+                    beep=False, wait_url=hold_music, wait_method="GET")
+    vr.append(dial)
+    return vr

@@ -1,0 +1,180 @@
+"""Shared fixtures: a real redis-server, the fake Twilio REST server, a signed-webhook client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from freezegun import freeze_time
+from twilio.request_validator import RequestValidator
+
+from ivr import create_app
+from ivr.config import IVR_FLOWS_DIR, IVR_PROMPTS_DIR
+from ivr.services import Services, build_services
+from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer
+
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-token"
+PUBLIC_BASE_URL = "https://ivr.example.test"
+START = "2026-11-23T01:00:00Z"  # 10:00 in Tokyo
+
+
+class RedisServer:
+    """A redis-server of the test session's own, on a unix socket in a temp dir."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.exit("redis-server is not installed: run scripts/test, which installs it", 2)
+        self.sock = tmp / "redis.sock"
+        self.proc = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"unix://{self.sock}"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis_lib.Redis.from_url(self.url).ping():
+                    return
+            except redis_lib.RedisError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[FakeTwilio]:
+    with FakeTwilioServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_twilio(fake_twilio_server: FakeTwilio) -> FakeTwilio:
+    fake_twilio_server.reset()
+    return fake_twilio_server
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    """Frozen time (freezegun); tick with clock.tick(seconds) or clock.move_to(...)."""
+    with freeze_time(START) as frozen:
+        yield frozen
+
+
+def make_config(redis_url: str, twilio_url: str, **extra: Any) -> dict[str, Any]:
+    config = {
+        "TESTING": True,
+        "REDIS_URL": redis_url,
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": "+815012345678",
+        "TWILIO_API_BASE_URL": twilio_url,
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "IVR_ADMIN_TOKEN": ADMIN_TOKEN,
+        "IVR_TIMEZONE": "Asia/Tokyo",
+        "IVR_SMS_MPS": 10.0,
+        "IVR_FLOWS_DIR": IVR_FLOWS_DIR,
+        "IVR_PROMPTS_DIR": IVR_PROMPTS_DIR,
+        "IVR_REDIS_TIMEOUT": 0.25,
+    }
+    config.update(extra)
+    return config
+
+
+@pytest.fixture
+def config(redis_server: RedisServer, fake_twilio: FakeTwilio) -> dict[str, Any]:
+    return make_config(redis_server.url, fake_twilio.url)
+
+
+@pytest.fixture
+def svc(config: dict[str, Any], clock: Any) -> Iterator[Services]:
+    services = build_services(config, clock=lambda: datetime.now(UTC))
+    services.redis.flushdb()
+    yield services
+    services.redis.close()
+    services.rq_redis.close()
+
+
+@pytest.fixture
+def redis(svc: Services) -> redis_lib.Redis:
+    return svc.redis
+
+
+@pytest.fixture
+def app(config: dict[str, Any], svc: Services) -> Any:
+    return create_app(config, services=svc)
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+def sign(url: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    return RequestValidator(token).compute_signature(url, form)
+
+
+@pytest.fixture
+def twilio_post(client: Any) -> Any:
+    """POST a webhook signed the way Twilio signs it (PUBLIC_BASE_URL + path + query)."""
+
+    def post(path: str, **form: str) -> Any:
+        signature = sign(PUBLIC_BASE_URL + path, form)
+        return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+
+    return post
+
+
+@pytest.fixture
+def admin(client: Any) -> Any:
+    """The admin API as the bootstrap admin: admin.get/post/put/patch(path, json=...)."""
+
+    class Admin:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+        def __getattr__(self, method: str) -> Any:
+            def call(path: str, **kwargs: Any) -> Any:
+                headers = {**self.headers, **kwargs.pop("headers", {})}
+                return getattr(client, method)(path, headers=headers, **kwargs)
+            return call
+
+    return Admin()
+
+
+def parse_twiml(response: Any) -> ET.Element:
+    """The TwiML root of a webhook answer, after checking it is text/xml."""
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/xml"
+    root = ET.fromstring(response.get_data())
+    assert root.tag == "Response"
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+os.environ.setdefault("TZ", "UTC")

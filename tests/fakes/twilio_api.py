@@ -1,0 +1,101 @@
+"""A small Twilio-compatible REST server for tests: records every request, answers with SIDs.
+
+Tests point TWILIO_API_BASE_URL at it and assert on `requests`; nothing in the twilio
+library is patched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    form: dict[str, list[str]]
+
+    def one(self, name: str) -> str:
+        return self.form[name][0]
+
+
+@dataclass
+class FakeTwilio:
+    """The server's state; `fail_next` queues (status, twilio_code) answers to give first."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    fail_next: list[tuple[int, int]] = field(default_factory=list)
+    url: str = ""
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def calls_updated(self) -> list[Recorded]:
+        return [r for r in self.requests
+                if r.method == "POST" and re.search(r"/Calls/CA[^/]+\.json$", r.path)]
+
+    def messages_sent(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/Messages.json")]
+
+    def calls_created(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/Calls.json")]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.fail_next.clear()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        req = Request(environ)
+        form = parse_qs(req.get_data(as_text=True), keep_blank_values=True)
+        with self._lock:
+            self.requests.append(Recorded(req.method, req.path, form))
+            failure = self.fail_next.pop(0) if self.fail_next else None
+            n = next(self._ids)
+        if failure:
+            status, code = failure
+            body = {"code": code, "message": f"fake failure {code}", "status": status,
+                    "more_info": f"https://www.twilio.com/docs/errors/{code}"}
+            return Response(json.dumps(body), status, mimetype="application/json")(
+                environ, start_response)
+        account = req.path.split("/")[3] if req.path.count("/") >= 3 else "AC0"
+        answer: dict[str, Any] = {"account_sid": account, "status": "queued"}
+        m = re.search(r"/Calls/(CA[^/]+)\.json$", req.path)
+        if m:
+            answer.update(sid=m.group(1), status="in-progress")
+        elif req.path.endswith("/Calls.json"):
+            answer.update(sid=f"CA{n:032x}", to=form.get("To", [""])[0], status="queued")
+        elif req.path.endswith("/Messages.json") and req.method == "POST":
+            answer.update(sid=f"SM{n:032x}", to=form.get("To", [""])[0],
+                          body=form.get("Body", [""])[0], num_segments="1")
+        elif req.path.endswith("/Messages.json"):
+            answer = {"messages": [], "meta": {"page": 0, "page_size": 50, "key": "messages",
+                                               "next_page_url": None}}
+        return Response(json.dumps(answer), 201 if req.method == "POST" else 200,
+                        mimetype="application/json")(environ, start_response)
+
+
+class FakeTwilioServer:
+    """Runs a FakeTwilio on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self) -> None:
+        self.app = FakeTwilio()
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.app.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeTwilio:
+        self.thread.start()
+        return self.app
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
