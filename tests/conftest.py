@@ -45,8 +45,9 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if redis_lib.Redis.from_url(self.url).ping():
-                    return
+                with redis_lib.Redis.from_url(self.url) as probe:
+                    probe.ping()
+                return
             except redis_lib.RedisError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
@@ -178,3 +179,23 @@ def free_port() -> int:
 
 
 os.environ.setdefault("TZ", "UTC")
+
+
+@pytest.fixture
+def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run every queued RQ job in a real (in-process) RQ worker, configured like production:
+    from the environment, against the same Redis and fake Twilio."""
+    from rq import SimpleWorker
+
+    from worker import worker_services
+
+    for name, value in config.items():
+        if name.isupper():
+            monkeypatch.setenv(name, str(value))
+    worker_services.cache_clear()
+
+    def run() -> None:
+        SimpleWorker([svc.queue], connection=svc.rq_redis).work(burst=True)
+
+    yield run
+    worker_services.cache_clear()

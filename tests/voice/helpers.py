@@ -1,0 +1,44 @@
+"""Shared set-up for voice tests: incidents, customers and call ids."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+_sids = itertools.count(1)
+
+
+def new_sid() -> str:
+    return f"CA{next(_sids):032x}"
+
+
+def declare(admin: Any, **fields: Any) -> dict[str, Any]:
+    body = {
+        "title": "メール障害",
+        "severity": "major",
+        "scope": {"services": ["mail"]},
+        "audience": "affected",
+        "announcement": {"ja": "現在、メールサービスがご利用いただけない状況です。",
+                         "en": "Our mail service is currently unavailable."},
+    }
+    body.update(fields)
+    response = admin.post("/api/incidents", json=body)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def add_customer(svc: Any, phone: str, **fields: Any) -> None:
+    from ivr.customer import Customer
+
+    data = {"phone": phone, "name": "山田太郎", "services": ["mail"], "region": "kanto",
+            "language": "ja", "tier": "standard", "mobile": True}
+    data.update(fields)
+    svc.redis.hset(f"ivr:customer:{phone}", mapping=Customer(**data).to_hash())
+
+
+def says(root: Any) -> list[str]:
+    return [el.text or "" for el in root.iter("Say")]
+
+
+def verbs(root: Any) -> list[str]:
+    return [child.tag for child in root]
