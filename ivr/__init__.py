@@ -33,6 +33,6 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
     return app
 
 
-def services() -> Services:
+def current_services() -> Services:
     """The Services of the running app."""
     return current_app.extensions["ivr"]  # type: ignore[no-any-return]

@@ -26,8 +26,7 @@ from ivr.services import Services
 
 TIERS = ("standard", "vip")
 LANGUAGES = ("ja", "en")
-FIELDS = ("phone", "name", "account_id", "tier", "services", "region", "language",
-          "sms_opt_in")
+FIELDS = ("phone", "name", "account_id", "tier", "services", "region", "language", "sms_opt_in")
 """What a sender may give; `mobile` and `updated_at` are computed, never accepted."""
 
 CHUNK_SIZE = 1000
@@ -221,8 +220,9 @@ def _check_phone(value: Any) -> str:
     return e164
 
 
-def _check_record(record: Mapping[str, Any], row: int | None) -> tuple[
-        CustomerUpdate | None, list[ValidationError]]:
+def _check_record(
+    record: Mapping[str, Any], row: int | None
+) -> tuple[CustomerUpdate | None, list[ValidationError]]:
     """Every problem of one record (not only the first), so an import report is complete."""
     errors: list[ValidationError] = []
     for name in record:
@@ -275,14 +275,18 @@ def check_many(records: Sequence[Any]) -> list[CustomerUpdate]:
     return updates
 
 
-def _csv_record(header: list[str], cells: list[str], row: int) -> tuple[
-        dict[str, Any], list[ValidationError]]:
+def _csv_record(
+    header: list[str], cells: list[str], row: int
+) -> tuple[dict[str, Any], list[ValidationError]]:
     """A CSV row as a JSON-like record; an empty cell means "not given" (keep stored)."""
     record: dict[str, Any] = {}
     errors: list[ValidationError] = []
-    if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
-        errors.append(ValidationError(None, f"row has more cells than the header's "
-                                            f"{len(header)} columns", row))
+    if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
+        errors.append(
+            ValidationError(
+                None, f"row has more cells than the header's {len(header)} columns", row
+            )
+        )
     for name, cell in zip(header, cells, strict=False):
         cell = cell.strip()
         if not cell:
@@ -296,8 +300,11 @@ def _csv_record(header: list[str], cells: list[str], row: int) -> tuple[
             elif lowered in CSV_FALSE:
                 record[name] = False
             else:
-                errors.append(ValidationError(name, "sms_opt_in must be one of true, false, "
-                                                    "1, 0, yes, no", row))
+                errors.append(
+                    ValidationError(
+                        name, "sms_opt_in must be one of true, false, 1, 0, yes, no", row
+                    )
+                )
         else:
             record[name] = cell
     return record, errors
@@ -309,9 +316,15 @@ def _csv_header(row: int, cells: list[str]) -> list[str]:
     problems: list[ValidationError] = []
     for i, name in enumerate(header):
         if name not in FIELDS:
-            problems.append(ValidationError(name or None, f"unknown column {name!r}; the "
-                                            f"first row must name the columns: "
-                                            f"{', '.join(FIELDS)}", row))
+            problems.append(
+                ValidationError(
+                    name or None,
+                    f"unknown column {name!r}; the "
+                    f"first row must name the columns: "
+                    f"{', '.join(FIELDS)}",
+                    row,
+                )
+            )
         elif name in header[:i]:
             problems.append(ValidationError(name, f"column {name} appears twice", row))
     if "phone" not in header:
@@ -337,8 +350,7 @@ def parse_csv(data: bytes) -> list[CustomerUpdate]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows = iter(enumerate(reader, start=1))
     try:
-        first = next(((row, cells) for row, cells in rows if any(c.strip() for c in cells)),
-                     None)
+        first = next(((row, cells) for row, cells in rows if any(c.strip() for c in cells)), None)
         if first is None:
             raise ValidationError(None, "the file is empty; a header row is required")
         columns = _csv_header(*first)
@@ -356,8 +368,9 @@ def parse_csv(data: bytes) -> list[CustomerUpdate]:
             count += len(found)
             errors.extend(found[: MAX_ERRORS - len(errors)])
     except csv.Error as e:
-        raise RecordsRejected([ValidationError(None, f"malformed CSV: {e}",
-                                               reader.line_num)], 1) from None
+        raise RecordsRejected(
+            [ValidationError(None, f"malformed CSV: {e}", reader.line_num)], 1
+        ) from None
     if count:
         raise RecordsRejected(errors, count)
     return updates
@@ -374,8 +387,9 @@ def _merge_same_phone(updates: Iterable[CustomerUpdate]) -> dict[str, dict[str, 
     return merged
 
 
-def upsert_many(svc: Services, updates: Iterable[CustomerUpdate], *,
-                chunk_size: int = CHUNK_SIZE) -> list[Customer]:
+def upsert_many(
+    svc: Services, updates: Iterable[CustomerUpdate], *, chunk_size: int = CHUNK_SIZE
+) -> list[Customer]:
     """Upsert by phone and keep the service/region/all index sets in step; return the result.
 
     Merge semantics: a field the record does not give keeps its stored value (a new
@@ -391,12 +405,13 @@ def upsert_many(svc: Services, updates: Iterable[CustomerUpdate], *,
     now = svc.now().astimezone(UTC).isoformat()
     written: list[Customer] = []
     for start in range(0, len(merged), chunk_size):
-        written += _write_chunk(svc, merged[start:start + chunk_size], now)
+        written += _write_chunk(svc, merged[start : start + chunk_size], now)
     return written
 
 
-def _write_chunk(svc: Services, chunk: list[tuple[str, dict[str, Any]]], now: str
-                 ) -> list[Customer]:
+def _write_chunk(
+    svc: Services, chunk: list[tuple[str, dict[str, Any]]], now: str
+) -> list[Customer]:
     hash_keys = [keys.customer(phone) for phone, _ in chunk]
     with svc.redis.pipeline(transaction=True) as pipe:
         for _ in range(WATCH_ATTEMPTS):
@@ -412,8 +427,9 @@ def _write_chunk(svc: Services, chunk: list[tuple[str, dict[str, Any]]], now: st
                 pipe.multi()
                 for (phone, changes), data in zip(chunk, stored, strict=True):
                     old = Customer.from_hash(data) or Customer(phone=phone)
-                    new = replace(old, **changes, phone=phone, mobile=is_mobile(phone),
-                                  updated_at=now)
+                    new = replace(
+                        old, **changes, phone=phone, mobile=is_mobile(phone), updated_at=now
+                    )
                     _queue_write(pipe, old if data else None, new)
                     customers.append(new)
                 pipe.execute()
@@ -425,7 +441,8 @@ def _write_chunk(svc: Services, chunk: list[tuple[str, dict[str, Any]]], now: st
 
 def _queue_write(pipe: redis.client.Pipeline, old: Customer | None, new: Customer) -> None:
     """The hash plus the index sets, removing the number from sets it has left."""
-    pipe.hset(keys.customer(new.phone), mapping=new.to_hash())
+    fields: Mapping[Any, Any] = new.to_hash()  # redis-py's Mapping type is invariant in str
+    pipe.hset(keys.customer(new.phone), mapping=fields)
     pipe.sadd(keys.customers_all(), new.phone)
     if old is not None:
         for service in set(old.services) - set(new.services):

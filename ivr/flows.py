@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -152,18 +153,34 @@ class Flows:
 
 
 def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
-    """The 1-based line in the YAML source of the value at `path`, or of its nearest parent."""
+    """The 1-based line in the YAML source of the key at `path`, or of its nearest parent."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in path:
-        child = None
+        child, at = None, None
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is not None:
+                child, at = pair[1], pair[0]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
+            child = at = node.value[part] if part < len(node.value) else None
+        if child is None or at is None:
             break
-        node, line = child, child.start_mark.line + 1
+        node, line = child, at.start_mark.line + 1
     return line
+
+
+def _offending_key(err: jsonschema.ValidationError) -> str | None:
+    """The property a `required` or `additionalProperties` error is really about."""
+    if not isinstance(err.instance, dict) or not isinstance(err.schema, dict):
+        return None
+    if err.validator == "required" and isinstance(err.validator_value, list):
+        return next((str(k) for k in err.validator_value if k not in err.instance), None)
+    if err.validator == "additionalProperties":
+        known = err.schema.get("properties", {})
+        patterns = err.schema.get("patternProperties", {})
+        return next((str(k) for k in err.instance if k not in known
+                     and not any(re.search(p, str(k)) for p in patterns)), None)
+    return None
 
 
 def load_file(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
@@ -183,12 +200,23 @@ def load_file(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
                     key=lambda err: list(err.absolute_path))
     if errors:
         err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        fix = err.schema.get("description") if isinstance(err.schema, dict) else None
-        fix = fix or _description_at(schema, list(err.absolute_path))
+        at = list(err.absolute_path)
+        offending = _offending_key(err)
+        if offending is None:  # a bad value: its own description says what is allowed
+            fix = err.schema.get("description") if isinstance(err.schema, dict) else None
+            fix = fix or _description_at(schema, at)
+        elif err.validator == "additionalProperties":  # an unknown key: name the known ones
+            at.append(offending)
+            fix = err.schema.get("description") or "one of " + ", ".join(
+                err.schema.get("properties", {}))
+        else:  # a missing key: say what it should hold
+            at.append(offending)
+            fix = _description_at(schema, at)
+        key = ".".join(str(p) for p in at) or "(top level)"
         hint = f" Fix: use {fix}." if fix else ""
-        line = _line_of(node, list(err.absolute_path))
-        raise FlowError(f"{path}:{line}: {key}: {err.message}.{hint}")
+        line = _line_of(node, at)
+        where = f"{path}:{line}" if line else str(path)
+        raise FlowError(f"{where}: {key}: {err.message}.{hint}")
     return data
 
 
@@ -206,8 +234,11 @@ def load_flows(directory: str | Path) -> Flows:
     loaded = {name: load_file(root / name, schema) for name, schema in SCHEMAS.items()}
     gather = loaded["call.yaml"]["gather"]
     if gather.get("speech_model") and gather["speech_timeout"] == "auto":
+        call_yaml = root / "call.yaml"
+        line = _line_of(yaml.compose(call_yaml.read_text(encoding="utf-8"),
+                                     Loader=yaml.SafeLoader), ["gather", "speech_timeout"])
         raise FlowError(
-            f"{root / 'call.yaml'}: gather.speech_timeout: 'auto' does not work with "
+            f"{call_yaml}:{line}: gather.speech_timeout: 'auto' does not work with "
             f"speech_model {gather['speech_model']!r}. Fix: use whole seconds, such as 2, "
             "or set speech_model: null."
         )

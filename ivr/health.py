@@ -8,7 +8,7 @@ import redis
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ivr import services
+from ivr import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -24,7 +24,7 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Ready only while Redis answers, so a load balancer can route around a cut-off node."""
     try:
-        services().redis.ping()
+        current_services().redis.ping()
     except redis.RedisError as e:
         log.warning("not ready: redis unreachable (%s)", type(e).__name__)
         return jsonify(status="unavailable", redis="down"), 503

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import redis
 
 from ivr import keys, validate
-from ivr.customer import Customer
+from ivr.customer import LABEL_FORBIDDEN, MAX_LABEL, Customer
 from ivr.errors import ApiError, invalid
 from ivr.phone import normalize
 from ivr.services import Services
@@ -21,21 +22,30 @@ AUDIENCES = ("all", "affected")
 LANGS = ("ja", "en")
 ANNOUNCEMENT_MAX = 1000
 COUNTERS = ("calls", "affected_calls", "escalations", "sms_sent", "sms_failed")
+ID_PATTERN = re.compile(r"^INC-[0-9]{8}-[0-9]{4,}$")
+
+
+def _not_found(incident_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no incident {incident_id[:64]}")
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def _per_language(value: Any, field: str, *, url: bool = False) -> dict[str, str]:
-    """{"ja": …, "en": …}: the announcement texts or recording URLs."""
+def _per_language(value: Any, field: str, *, url: bool = False, keep_null: bool = False
+                  ) -> dict[str, str | None]:
+    """{"ja": …, "en": …}: the announcement texts or recording URLs. With `keep_null` (PATCH),
+    a null stays in the result and means "remove this language"."""
     if not isinstance(value, dict):
         raise invalid(field, f"{field} must be an object keyed by language (ja, en)")
-    out: dict[str, str] = {}
+    out: dict[str, str | None] = {}
     for lang, item in value.items():
         if lang not in LANGS:
             raise invalid(f"{field}.{lang}", f"unknown language {lang}; use ja or en")
         if item is None:
+            if keep_null:
+                out[lang] = None
             continue
         limit = 500 if url else ANNOUNCEMENT_MAX
         checked = validate.text(value, lang, max_len=limit, field=f"{field}.{lang}")
@@ -59,8 +69,10 @@ def _scope(value: Any) -> dict[str, list[str]]:
             raise invalid(f"scope.numbers[{i}]", f"scope.numbers[{i}] is not a phone number")
         numbers.append(e164)
     return {
-        "services": validate.string_list(value.get("services"), "scope.services"),
-        "regions": validate.string_list(value.get("regions"), "scope.regions"),
+        "services": validate.string_list(value.get("services"), "scope.services",
+                                         max_len=MAX_LABEL, forbidden=LABEL_FORBIDDEN),
+        "regions": validate.string_list(value.get("regions"), "scope.regions",
+                                        max_len=MAX_LABEL, forbidden=LABEL_FORBIDDEN),
         "numbers": sorted(set(numbers)),
     }
 
@@ -125,9 +137,14 @@ def parse_patch(body: Mapping[str, Any], svc: Services) -> dict[str, Any]:
     if "audience" in body:
         changes["audience"] = validate.choice(body, "audience", AUDIENCES)
     if "announcement" in body:
-        changes["announcement"] = _per_language(body["announcement"], "announcement")
+        changes["announcement"] = _per_language(body["announcement"], "announcement",
+                                                keep_null=True)
+        if not changes["announcement"]:
+            raise invalid("announcement", "announcement needs the text callers hear, e.g. "
+                                          '{"ja": "…"}')
     if "recordings" in body:
-        changes["recordings"] = _per_language(body["recordings"] or {}, "recordings", url=True)
+        changes["recordings"] = _per_language(body["recordings"] or {}, "recordings", url=True,
+                                              keep_null=True)
     if "eta" in body:
         changes["eta"] = _iso(validate.timestamp(body["eta"], "eta", svc.tz))
     return changes
@@ -174,12 +191,14 @@ def _change(svc: Services, incident_id: str, mutate: Any,
             entry: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read-modify-write one incident under WATCH, so two supervisors never overwrite each
     other; the active copy, the document and the timeline change together or not at all."""
+    if not ID_PATTERN.match(incident_id):
+        raise _not_found(incident_id)
     key = keys.incident(incident_id)
 
     def attempt(pipe: redis.client.Pipeline) -> dict[str, Any]:
         raw = pipe.get(key)
         if raw is None:
-            raise ApiError(404, "not_found", f"no incident {incident_id}")
+            raise _not_found(incident_id)
         doc = json.loads(raw)
         if doc["status"] == "resolved":
             raise ApiError(409, "resolved", f"incident {incident_id} is already resolved")
@@ -202,8 +221,19 @@ def _change(svc: Services, incident_id: str, mutate: Any,
 
 
 def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:
+    """Apply an edit; announcement and recordings merge per language (null removes one), so
+    correcting the Japanese text never drops the English one."""
+
     def mutate(doc: dict[str, Any]) -> dict[str, Any]:
-        doc.update(changes)
+        for name, value in changes.items():
+            if name in ("announcement", "recordings"):
+                merged = {**doc.get(name, {}), **value}
+                doc[name] = {lang: text for lang, text in merged.items() if text is not None}
+            else:
+                doc[name] = value
+        if not doc["announcement"]:
+            raise invalid("announcement", "an incident must keep the text callers hear in at "
+                                          "least one language")
         return doc
 
     entry = {"kind": "edited", "at": _iso(svc.now()), "by": by, "fields": sorted(changes)}
@@ -246,13 +276,15 @@ def resolve(svc: Services, incident_id: str, message: dict[str, str], by: str
 
 def load(svc: Services, incident_id: str) -> dict[str, Any]:
     """One incident with its timeline and counters, for the API and console."""
+    if not ID_PATTERN.match(incident_id):
+        raise _not_found(incident_id)
     pipe = svc.redis.pipeline(transaction=False)
     pipe.get(keys.incident(incident_id))
     pipe.lrange(keys.incident_timeline(incident_id), 0, -1)
     pipe.hgetall(keys.incident_counters(incident_id))
     raw, timeline, counters = pipe.execute()
     if raw is None:
-        raise ApiError(404, "not_found", f"no incident {incident_id}")
+        raise _not_found(incident_id)
     doc: dict[str, Any] = json.loads(raw)
     doc["timeline"] = [json.loads(item) for item in timeline]
     doc["counters"] = {c: int(counters.get(c, 0)) for c in COUNTERS}

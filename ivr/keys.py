@@ -76,19 +76,21 @@ def call(call_sid: str) -> str:
 
 
 def calls_recent() -> str:
-    """Sorted set: CallSid scored by arrival (epoch seconds), trimmed to RECENT_CALLS_MAX."""
+    """Sorted set: CallSid scored by arrival (epoch seconds), trimmed to RECENT_CALLS_MAX.
+    No TTL (bounded by the trim)."""
     return f"{PREFIX}:calls:recent"
 
 
 def calls_active() -> str:
     """Sorted set: CallSid of calls not yet completed, scored by arrival. Members leave on
-    the status callback."""
+    the status callback. No TTL."""
     return f"{PREFIX}:calls:active"
 
 
 def waiting() -> str:
     """Sorted set: CallSid of callers waiting for an operator, scored band * 1e13 + enqueue
-    time in ms, so ZPOPMIN gives priority > affected/VIP > others, first come first served."""
+    time in ms, so ZPOPMIN gives priority > affected/VIP > others, first come first served.
+    Members leave when an operator takes them or the call ends. No TTL."""
     return f"{PREFIX}:queue:waiting"
 
 

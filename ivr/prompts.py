@@ -56,16 +56,16 @@ class Prompts:
         Speech folds the template's line breaks away (Japanese joins lines with nothing,
         English with a space); SMS keeps them with `keep_lines`.
         """
-        template = self.templates.get((name, lang))
+        template, text_lang = self.templates.get((name, lang)), lang
         if template is None:
-            template = self.templates.get((name, FALLBACK_LANG))
+            template, text_lang = self.templates.get((name, FALLBACK_LANG)), FALLBACK_LANG
             if template is None:
                 raise PromptError(f"no prompt {name!r} in {self.root}")
             log.warning("prompt %s has no %s version; using %s", name, lang, FALLBACK_LANG)
         lines = [line.strip() for line in template.render(lang=lang, **ctx).splitlines()]
         if keep_lines:
             return "\n".join(line for line in lines if line)
-        return ("" if lang == "ja" else " ").join(line for line in lines if line)
+        return ("" if text_lang == "ja" else " ").join(line for line in lines if line)
 
 
 def load_prompts(directory: str | Path) -> Prompts:

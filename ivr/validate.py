@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -67,8 +68,8 @@ def boolean(body: Mapping[str, Any], name: str, default: bool, field: str | None
     return value
 
 
-def string_list(value: Any, field: str, *, max_items: int = 200, max_len: int = 100
-                ) -> list[str]:
+def string_list(value: Any, field: str, *, max_items: int = 200, max_len: int = 100,
+                forbidden: re.Pattern[str] | None = None) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > max_items:
@@ -78,6 +79,9 @@ def string_list(value: Any, field: str, *, max_items: int = 200, max_len: int = 
         if not isinstance(item, str) or not item.strip() or len(item) > max_len:
             raise invalid(f"{field}[{i}]", f"{field}[{i}] must be a non-empty string of at "
                                            f"most {max_len} characters")
+        if forbidden is not None and forbidden.search(item.strip()):
+            raise invalid(f"{field}[{i}]", f"{field}[{i}] may not contain spaces, ':', ';' "
+                                           "or '|'")
         if item.strip() not in out:
             out.append(item.strip())
     return out

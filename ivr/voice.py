@@ -19,7 +19,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from ivr import call as calls
-from ivr import services
+from ivr import current_services
 from ivr.phone import mask
 from ivr.services import Services
 from ivr.signature import twilio_signed
@@ -63,7 +63,7 @@ def operator_degraded(svc: Services) -> VoiceResponse:
 
 def _safely(view: Callable[[Services], Response], what: str) -> Response:
     """Run a view; on a Redis fault answer the degraded TwiML instead of an error."""
-    svc = services()
+    svc = current_services()
     try:
         return view(svc)
     except redis.RedisError as e:
@@ -80,10 +80,10 @@ def unexpected(e: Exception) -> Response | HTTPException:
     log.exception("voice webhook failed path=%s call_sid=%s", request.path,
                   request.form.get("CallSid", "-")[:64])
     if request.endpoint == "voice.agent_line":
-        return twiml(operator_degraded(services()))
+        return twiml(operator_degraded(current_services()))
     if request.endpoint == "voice.status":
         return twiml(VoiceResponse())
-    return twiml(degraded(services()))
+    return twiml(degraded(current_services()))
 
 
 @bp.post("/incoming")
@@ -159,7 +159,7 @@ def gather_result() -> Response:
 def queue_wait() -> Response:
     """Twilio <Enqueue waitUrl>: place in line, the latest incident status, hold music."""
     sid = calls.CallInfo.parse(request.form).call_sid
-    svc = services()
+    svc = current_services()
     vr = VoiceResponse()
     lang = svc.flows.default_language
     try:
@@ -181,7 +181,7 @@ def connecting() -> Response:
     """Played to the caller only, just before an operator joins (<Queue url>, or the REST
     redirect out of the queue, which adds ?join=1 to meet in the caller's conference)."""
     call = calls.CallInfo.parse(request.form)
-    svc = services()
+    svc = current_services()
     lang = svc.flows.default_language
     try:
         record = calls.get(svc, call.call_sid) if call.call_sid else None
@@ -211,7 +211,7 @@ def agent_line() -> Response:
     """An operator calls the operator line: hear the next caller's context on this leg only,
     then meet the caller in the conference named after the caller's CallSid."""
     agent = calls.CallInfo.parse(request.form)
-    svc = services()
+    svc = current_services()
     lang = svc.flows.default_language
     voice = svc.flows.voice(lang)
     vr = VoiceResponse()
@@ -256,7 +256,7 @@ def _move_to_conference(svc: Services, caller_sid: str, agent_sid: str) -> None:
 def agent_whisper() -> Response:
     """TaskRouter reservation `call` instruction: whisper the caller's context on the
     operator's leg, then take the reserved caller (?reservation=WR…&call=CA…)."""
-    svc = services()
+    svc = current_services()
     lang = svc.flows.default_language
     reservation = request.args.get("reservation", "")
     caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
@@ -288,7 +288,7 @@ def status() -> Response:
     state = (request.form.get("CallStatus") or "")[:32]
     if sid and state in TERMINAL:
         try:
-            calls.close(services(), sid, state, request.form.get("CallDuration"))
+            calls.close(current_services(), sid, state, request.form.get("CallDuration"))
         except redis.RedisError:
             log.warning("redis unavailable in status call_sid=%s", sid)
             return Response("redis unavailable", status=503, mimetype="text/plain")
@@ -300,7 +300,7 @@ def status() -> Response:
 def fallback() -> Response:
     """Twilio's fallback URL: a fixed apology and the plain queue, needing nothing but this
     process, in the basic fallback voice in case the primary voice is what failed."""
-    svc = services()
+    svc = current_services()
     lang = svc.flows.default_language
     vr = VoiceResponse()
     say(vr, svc.prompts.render("apology", lang), svc.flows.voice(lang), fallback=True)

@@ -6,7 +6,7 @@ import re
 
 from flask import Response, jsonify, request
 
-from ivr import call, services
+from ivr import call, current_services
 from ivr.api import bp
 from ivr.errors import ApiError, invalid
 
@@ -26,13 +26,14 @@ def list_calls() -> Response:
     limit_text = request.args.get("limit", "100")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIST_MAX:
         raise invalid("limit", f"limit must be a whole number from 1 to {LIST_MAX}")
-    records = call.list_calls(services(), active=active == "1", tag=tag, limit=int(limit_text))
+    records = call.list_calls(current_services(), active=active == "1", tag=tag,
+                              limit=int(limit_text))
     return jsonify(calls=records)
 
 
 @bp.get("/calls/<call_sid>")
 def show_call(call_sid: str) -> Response:
-    record = call.get(services(), call_sid) if call_sid.startswith("CA") else None
+    record = call.get(current_services(), call_sid) if call_sid.startswith("CA") else None
     if record is None:
         raise ApiError(404, "not_found", f"no call {call_sid}")
     return jsonify(record)

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from flask import Response, current_app, jsonify, request
 
-from ivr import customer, services
+from ivr import current_services, customer
 from ivr.api import bp
 from ivr.errors import ApiError, invalid
 from ivr.phone import normalize
@@ -29,12 +29,16 @@ def _storage_errors() -> Iterator[None]:
     try:
         yield
     except customer.ConflictError as e:
-        raise ApiError(409, "conflict", f"{e}; nothing of the last chunk was written, "
-                                        "send it again") from None
+        raise ApiError(
+            409, "conflict", f"{e}; nothing of the last chunk was written, send it again"
+        ) from None
     except redis.RedisError as e:
         log.warning("customer write failed: redis %s", type(e).__name__)
-        raise ApiError(503, "storage_unavailable", "Redis is unavailable; send the request "
-                                                   "again (upserts are idempotent)") from None
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "Redis is unavailable; send the request again (upserts are idempotent)",
+        ) from None
 
 
 def _rejected(e: customer.RecordsRejected, code: str, position: str, what: str) -> ApiError:
@@ -55,7 +59,7 @@ def _rejected(e: customer.RecordsRejected, code: str, position: str, what: str) 
 
 
 def _customers_json(written: list[customer.Customer]) -> list[dict[str, Any]]:
-    opted = customer.opted_out_many(services(), [c.phone for c in written])
+    opted = customer.opted_out_many(current_services(), [c.phone for c in written])
     return [c.to_json(opted_out=o) for c, o in zip(written, opted, strict=True)]
 
 
@@ -72,8 +76,12 @@ def upsert_customers() -> tuple[Response, int]:
             raise invalid(e.field or "body", e.message) from None
     elif isinstance(body, list):
         if len(body) > MAX_LIST:
-            raise ApiError(400, "too_many", f"at most {MAX_LIST} customers per request; use "
-                                            "POST /api/customers/import for more")
+            raise ApiError(
+                400,
+                "too_many",
+                f"at most {MAX_LIST} customers per request; use "
+                "POST /api/customers/import for more",
+            )
         try:
             updates = customer.check_many(body)
         except customer.RecordsRejected as e:
@@ -81,7 +89,7 @@ def upsert_customers() -> tuple[Response, int]:
     else:
         raise ApiError(400, "invalid_json", "the body must be a customer object or a list")
     with _storage_errors():
-        written = customer.upsert_many(services(), updates)
+        written = customer.upsert_many(current_services(), updates)
         answer: dict[str, Any] = {"upserted": len(written)}
         if len(written) <= ECHO_MAX:
             answer["customers"] = _customers_json(written)
@@ -107,7 +115,7 @@ def import_customers() -> tuple[Response, int]:
     except customer.RecordsRejected as e:
         raise _rejected(e, "invalid_rows", "row", "file") from None
     with _storage_errors():
-        written = customer.upsert_many(services(), updates)
+        written = customer.upsert_many(current_services(), updates)
     log.info("customers imported count=%d", len(written))
     return jsonify(imported=len(written)), 200
 
@@ -119,7 +127,7 @@ def show_customer(phone: str) -> Response:
     if e164 is None:
         raise invalid("phone", "phone is not a valid phone number")
     try:
-        found, opted_out = customer.get(services(), e164)
+        found, opted_out = customer.get(current_services(), e164)
     except redis.RedisError as e:
         log.warning("customer read failed: redis %s", type(e).__name__)
         raise ApiError(503, "storage_unavailable", "Redis is unavailable") from None

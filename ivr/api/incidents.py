@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, g, jsonify, request
 
-from ivr import incident, services
+from ivr import current_services, incident
 from ivr.api import bp
 from ivr.errors import invalid
 from ivr.validate import json_object
@@ -13,7 +13,7 @@ from ivr.validate import json_object
 @bp.post("/incidents")
 def declare() -> tuple[Response, int]:
     """Declare an incident: from now on every matching caller hears its announcement."""
-    svc = services()
+    svc = current_services()
     fields = incident.parse_new(json_object(request), svc)
     doc = incident.declare(svc, fields, g.admin)
     return jsonify(incident.load(svc, doc["id"])), 201
@@ -21,7 +21,7 @@ def declare() -> tuple[Response, int]:
 
 @bp.get("/incidents")
 def list_incidents() -> Response:
-    svc = services()
+    svc = current_services()
     status = request.args.get("status")
     if status not in (None, "active", "all"):
         raise invalid("status", "status must be active or all")
@@ -31,13 +31,13 @@ def list_incidents() -> Response:
 
 @bp.get("/incidents/<incident_id>")
 def show(incident_id: str) -> Response:
-    return jsonify(incident.load(services(), incident_id))
+    return jsonify(incident.load(current_services(), incident_id))
 
 
 @bp.patch("/incidents/<incident_id>")
 def edit(incident_id: str) -> Response:
     """Change what callers hear (announcement, eta, status, scope, audience) at once."""
-    svc = services()
+    svc = current_services()
     changes = incident.parse_patch(json_object(request), svc)
     incident.patch(svc, incident_id, changes, g.admin)
     return jsonify(incident.load(svc, incident_id))
@@ -46,7 +46,7 @@ def edit(incident_id: str) -> Response:
 @bp.post("/incidents/<incident_id>/updates")
 def post_update(incident_id: str) -> tuple[Response, int]:
     """A progress update: callers in the queue hear it and the update clock restarts."""
-    svc = services()
+    svc = current_services()
     update = incident.parse_update(json_object(request), svc)
     doc, entry = incident.post_update(svc, incident_id, update, g.admin)
     return jsonify(update=entry, incident=incident.load(svc, doc["id"])), 201
@@ -55,7 +55,7 @@ def post_update(incident_id: str) -> tuple[Response, int]:
 @bp.post("/incidents/<incident_id>/resolve")
 def resolve(incident_id: str) -> Response:
     """Close the incident: callers stop hearing it and the update clock stops."""
-    svc = services()
+    svc = current_services()
     update = incident.parse_update(json_object(request), svc, closing=True)
     incident.resolve(svc, incident_id, update["message"], g.admin)
     return jsonify(incident.load(svc, incident_id))

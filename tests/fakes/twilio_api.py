@@ -43,7 +43,8 @@ class FakeTwilio:
                 if r.method == "POST" and re.search(r"/Calls/CA[^/]+\.json$", r.path)]
 
     def messages_sent(self) -> list[Recorded]:
-        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/Messages.json")]
+        return [r for r in self.requests
+                if r.method == "POST" and r.path.endswith("/Messages.json")]
 
     def calls_created(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith("/Calls.json")]

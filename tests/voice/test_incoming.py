@@ -175,7 +175,8 @@ def test_missing_call_sid_still_queues_the_caller_and_writes_nothing(twilio_post
 
 def test_huge_form_is_refused_before_anything_is_written(client, svc):
     before = svc.redis.dbsize()
-    response = client.post("/voice/incoming", data={"CallSid": "CA1", "SpeechResult": "あ" * 400_000})
+    form = {"CallSid": "CA1", "SpeechResult": "あ" * 400_000}
+    response = client.post("/voice/incoming", data=form)
     assert response.status_code == 413
     assert svc.redis.dbsize() == before
 

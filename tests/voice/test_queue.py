@@ -101,7 +101,8 @@ def test_queue_wait_tells_the_latest_incident_status(admin, twilio_post, svc):
     admin.post(f"/api/incidents/{inc['id']}/updates",
                json={"message": "原因を特定し、復旧作業を進めております。", "status": "identified"})
     root = parse_twiml(twilio_post("/voice/queue-wait", CallSid=sid, QueuePosition="1"))
-    assert root[0].text == ("ただいま1番目にお待ちいただいております。障害の最新状況をお知らせします。"
+    assert root[0].text == ("ただいま1番目にお待ちいただいております。"
+                            "障害の最新状況をお知らせします。"
                             "原因を特定し、復旧作業を進めております。"
                             "お待たせして申し訳ございません。このままお待ちください。")
 
@@ -122,7 +123,8 @@ def test_operator_takes_the_highest_priority_caller_and_hears_context(admin, twi
     root = parse_twiml(twilio_post("/voice/agent-line", CallSid=agent, From=OPERATOR))
     assert verbs(root) == ["Say", "Dial"]
     whisper = root[0].text
-    assert whisper.startswith("鈴木一郎様からのお電話です。VIPのお客様です。障害の影響を受けているお客様です。")
+    assert whisper.startswith("鈴木一郎様からのお電話です。VIPのお客様です。"
+                              "障害の影響を受けているお客様です。")
     assert "お客様のお話: メールが届かない。" in whisper
     assert "2分お待ちいただきました。" in whisper
     conf = root[1].find("Conference")

@@ -13,7 +13,8 @@ from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, RedisServer, make_config, parse_twiml, sign
 from tests.voice.helpers import new_sid, verbs
 
-APOLOGY = ("お電話ありがとうございます。大変申し訳ございません。ただいまご案内の一部をお伝えできない状態です。"
+APOLOGY = ("お電話ありがとうございます。大変申し訳ございません。"
+           "ただいまご案内の一部をお伝えできない状態です。"
            "順番に担当者におつなぎしますので、このままお待ちください。")
 
 

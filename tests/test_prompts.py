@@ -1,0 +1,166 @@
+"""prompts/: every template renders in both languages; StrictUndefined, fallback, errors."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import jinja2
+import pytest
+
+from ivr.config import IVR_PROMPTS_DIR
+from ivr.prompts import LANGS, PromptError, Prompts
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+SHIPPED = Prompts(IVR_PROMPTS_DIR)
+NAMES = SHIPPED.names()
+SAMPLE = {
+    "text": "現在、メールサービスがご利用いただけない状況です。\n復旧に向けて対応しております。",
+    "eta": datetime(2026, 11, 23, 15, 30, tzinfo=TOKYO),
+    "next_update": datetime(2026, 11, 23, 11, 5, tzinfo=TOKYO),
+    "position": 3,
+    "status": "原因を特定し、復旧作業を進めております。",
+    "status_code": "identified",
+    "name": "山田太郎",
+    "tags": ["affected", "vip", "repeat", "INC-20261123-0001"],
+    "purpose": "incident",
+    "transcript": "メールが届かない",
+    "waited_minutes": 4,
+}
+
+
+def test_the_shipped_prompts_cover_both_languages():
+    assert set(LANGS) == {"ja", "en"}
+    assert len(NAMES) >= 9
+    for lang in LANGS:
+        shipped = sorted(p.stem for p in (Path(IVR_PROMPTS_DIR) / lang).glob("*.j2"))
+        assert shipped == NAMES, lang
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_template_renders_in_every_language(name, lang, caplog):
+    with caplog.at_level(logging.WARNING, logger="ivr.prompts"):
+        spoken = SHIPPED.render(name, lang, **SAMPLE)
+
+    assert isinstance(spoken, str) and spoken.strip()
+    assert "\n" not in spoken and "\r" not in spoken
+    assert spoken == spoken.strip()
+    assert "{{" not in spoken and "{%" not in spoken
+    assert not caplog.records, "a shipped prompt fell back to another language"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_japanese_is_japanese_and_english_is_ascii(name):
+    ja = SHIPPED.render(name, "ja", **SAMPLE)
+    en = SHIPPED.render(name, "en", **{**SAMPLE, "text": "Mail is down.", "name": "Taro",
+                                       "status": "We found the cause.", "transcript": "help"})
+    assert any("\u3040" <= ch <= "\u30ff" for ch in ja), ja
+    assert en.isascii(), en
+    assert "  " not in en
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_template_renders_with_empty_values(name):
+    empty = {"text": "", "eta": None, "next_update": None, "position": None, "status": None,
+             "status_code": None, "name": "", "tags": [], "purpose": "", "transcript": "",
+             "waited_minutes": 0}
+    for lang in LANGS:
+        assert "\n" not in SHIPPED.render(name, lang, **empty)
+
+
+def test_announcement_speaks_local_times_and_folds_lines():
+    ja = SHIPPED.render("announcement", "ja", **SAMPLE)
+    en = SHIPPED.render("announcement", "en", **{**SAMPLE, "text": "Mail is down.\nSorry."})
+
+    assert ja == ("現在、メールサービスがご利用いただけない状況です。復旧に向けて対応しております。"
+                  "復旧は15時30分ごろを見込んでおります。"
+                  "次回のお知らせは11時05分ごろを予定しております。")
+    assert en == ("Mail is down. Sorry. We expect service to be restored by about 3:30 PM. "
+                  "Our next update is planned for about 11:05 AM.")
+
+
+def test_announcement_without_eta_says_it_is_being_confirmed():
+    ja = SHIPPED.render("announcement", "ja", text="障害です。", eta=None, next_update=None)
+    assert ja == "障害です。復旧の見込みにつきましては、現在確認中です。"
+
+
+def test_whisper_names_the_tags():
+    ja = SHIPPED.render("agent_whisper", "ja", **SAMPLE)
+    assert ja.startswith("山田太郎様からのお電話です。VIPのお客様です。")
+    assert "繰り返しのお問い合わせです。" in ja
+    assert "4分お待ちいただきました。" in ja
+
+
+def test_sms_keeps_the_lines():
+    kept = SHIPPED.render("menu", "ja", keep_lines=True)
+    assert kept.splitlines() == ["ご用件をお話しください。",
+                                 "ただいまご案内した障害についてのお問い合わせは1を、",
+                                 "その他のお問い合わせは2を押してください。"]
+
+
+def write(root: Path, lang: str, name: str, text: str) -> Path:
+    (root / lang).mkdir(parents=True, exist_ok=True)
+    path = root / lang / f"{name}.j2"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_an_undefined_variable_raises(tmp_path):
+    write(tmp_path, "ja", "greet", "こんにちは、{{ name }}様。\n")
+    write(tmp_path, "en", "greet", "Hello {{ nmae }}.\n")
+    prompts = Prompts(tmp_path)
+
+    assert prompts.render("greet", "ja", name="山田") == "こんにちは、山田様。"
+    with pytest.raises(jinja2.UndefinedError, match="nmae"):
+        prompts.render("greet", "en", name="Yamada")
+    with pytest.raises(jinja2.UndefinedError, match="name"):
+        prompts.render("greet", "ja")
+
+
+def test_an_undefined_variable_inside_a_condition_raises(tmp_path):
+    write(tmp_path, "ja", "cond",
+          "{% if position %}{{ position }}番目{% endif %}お待ちください。\n")
+    prompts = Prompts(tmp_path)
+
+    assert prompts.render("cond", "ja", position=None) == "お待ちください。"
+    with pytest.raises(jinja2.UndefinedError):
+        prompts.render("cond", "ja")
+
+
+def test_a_missing_english_template_falls_back_to_japanese(tmp_path, caplog):
+    write(tmp_path, "ja", "only_ja", "日本語だけ\nです。\n")
+    write(tmp_path, "ja", "both", "日本語\n")
+    write(tmp_path, "en", "both", "English\n")
+
+    with caplog.at_level(logging.WARNING, logger="ivr.prompts"):
+        prompts = Prompts(tmp_path)
+        assert prompts.render("both", "en") == "English"
+        assert not [r for r in caplog.records if "both" in r.getMessage()]
+        spoken = prompts.render("only_ja", "en")
+
+    assert spoken == "日本語だけです。"
+    assert [r for r in caplog.records if "only_ja" in r.getMessage()]
+
+
+def test_a_template_in_neither_language_is_a_prompt_error(tmp_path):
+    write(tmp_path, "ja", "x", "x\n")
+    with pytest.raises(PromptError, match="nothing_here"):
+        Prompts(tmp_path).render("nothing_here", "ja")
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("一行目\n{{ name }\n三行目\n", 2),
+    ("一行目\n二行目\n三行目\n{% if x %}\nまだ\n", 5),
+    ("{% for %}\n", 1),
+])
+def test_a_syntax_error_names_the_file_and_line(tmp_path, text, line):
+    write(tmp_path, "ja", "fine", "大丈夫\n")
+    path = write(tmp_path, "en", "broken", text)
+
+    with pytest.raises(PromptError) as raised:
+        Prompts(tmp_path)
+
+    assert str(raised.value).startswith(f"{path}:{line}: ")
