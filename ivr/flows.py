@@ -114,6 +114,47 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_STEPS = {
+    "type": "array", "minItems": 1,
+    "items": {
+        "type": "object", "required": ["skill", "level"], "additionalProperties": False,
+        "properties": {
+            "skill": {"enum": ["general", "billing", "technical"],
+                      "description": "general, billing or technical"},
+            "level": {"enum": [2, 3], "description": "2 (senior operator) or 3 (supervisor)"},
+        },
+    },
+    "description": "a list of steps such as {skill: general, level: 3}",
+}
+REASONS = ("manager", "anger", "repeat", "money", "technical", "operator")
+SCHEMAS["escalation.yaml"] = {
+    "type": "object",
+    "required": ["repeat", "ladder", "ring_timeout", "join_timeout"],
+    "additionalProperties": False,
+    "properties": {
+        "repeat": {
+            "type": "object", "required": ["threshold", "window_hours"],
+            "additionalProperties": False,
+            "properties": {
+                "threshold": {"type": "integer", "minimum": 2, "maximum": 20,
+                              "description": "the call count that makes a repeat caller, 2-20"},
+                "window_hours": {"type": "integer", "minimum": 1, "maximum": 168,
+                                 "description": "hours the calls are counted over, 1-168"},
+            },
+        },
+        "ladder": {
+            "type": "object", "required": list(REASONS), "additionalProperties": False,
+            "properties": {reason: _STEPS for reason in REASONS},
+            "description": "one entry per reason: " + ", ".join(REASONS),
+        },
+        "ring_timeout": {"type": "integer", "minimum": 5, "maximum": 60,
+                         "description": "seconds an SV's phone rings, 5-60"},
+        "join_timeout": {"type": "integer", "minimum": 20, "maximum": 600,
+                         "description": "seconds before the watchdog moves on, 20-600"},
+    },
+}
+
+
 class FlowError(RuntimeError):
     """A flows/ file that the service must not start with."""
 
@@ -131,6 +172,7 @@ class Flows:
 
     call: dict[str, Any]
     incidents: dict[str, Any]
+    escalation: dict[str, Any]
 
     def voice(self, lang: str) -> Voice:
         entry = self.call["languages"].get(lang) or self.call["languages"]["ja"]
@@ -242,4 +284,5 @@ def load_flows(directory: str | Path) -> Flows:
             f"speech_model {gather['speech_model']!r}. Fix: use whole seconds, such as 2, "
             "or set speech_model: null."
         )
-    return Flows(call=loaded["call.yaml"], incidents=loaded["incidents.yaml"])
+    return Flows(call=loaded["call.yaml"], incidents=loaded["incidents.yaml"],
+                 escalation=loaded["escalation.yaml"])

@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from rq.worker import HerokuWorker
+
 if TYPE_CHECKING:
     from ivr.services import Services
 
@@ -39,3 +41,13 @@ def worker_services() -> Services:
     if not logging.getLogger().handlers:
         logs.configure(os.environ.get("IVR_LOG_LEVEL", "INFO"))
     return build_services(worker_settings(), redis_timeout=WORKER_REDIS_TIMEOUT)
+
+
+
+class Worker(HerokuWorker):  # type: ignore[misc]
+    """HerokuWorker (clean SIGTERM) that builds Services once, before it forks a work horse
+    per job, so no job pays for loading flows/ and prompts/ and opening clients again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        worker_services()

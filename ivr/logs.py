@@ -1,0 +1,178 @@
+"""One JSON object per log line, phone numbers and secrets masked; set up by entry points only.
+
+Nothing here runs at import. `gunicorn.conf.py` passes `dict_config()` to gunicorn as its
+`logconfig_dict`; `worker.worker_services()` calls `configure()` the first time a job needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import re
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+from rq import get_current_job
+
+CONTEXT_FIELDS = ("call_sid", "message_sid", "job_id")
+MASK = "***"
+
+# Loggers of libraries that add their own plain-text handlers; they are routed to the root
+# logger so that every line is JSON and passes the masking filter.
+ROUTED_TO_ROOT = ("gunicorn.error", "gunicorn.access", "rq.worker", "rq.scheduler")
+
+_CONTEXT_IN_MESSAGE = re.compile(r"\b(call_sid|message_sid|job_id)=([A-Za-z0-9_-]+)")
+
+# +819012345678 and its form-encoded spelling %2B819012345678, not inside a longer word.
+_E164 = re.compile(r"(?:(?<![\w+%])\+|(?<![\w%])%2[Bb])([1-9]\d{6,14})(?!\d)")
+# Japanese national numbers: 090-1234-5678, 03 1234 5678, 09012345678, 0120-123-456.
+_JP_NATIONAL = re.compile(r"(?<![\w+-])0\d{1,4}(?:[- ]?\d{1,4}){1,2}(?![\w-])")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}")
+_SECRET_PAIR = re.compile(
+    r"(?i)(?<![A-Za-z0-9])([\w-]*(?:token|secret|password|passwd|api[_-]?key|pin|signature))"
+    r"([\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;)}\]]+)"
+)
+# A bare 32-hex string is the shape of a Twilio auth token. SIDs (CA..., SM...) have a letter
+# prefix and are kept, and so are RQ's worker names ("Worker 6e16...", "on worker 6e16...").
+_HEX_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?<!orker )[0-9a-fA-F]{32}(?![A-Za-z0-9])")
+# The admin API's own tokens (ivr.auth.issue_token).
+_IVR_TOKEN = re.compile(r"\bivr_[A-Za-z0-9_-]{16,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+
+
+def _mask_e164(match: re.Match[str]) -> str:
+    digits = match.group(1)
+    plus = match.group(0)[: -len(digits)]
+    code = next(
+        (digits[:n] for n in (1, 2, 3) if int(digits[:n]) in COUNTRY_CODE_TO_REGION_CODE),
+        digits[:2],
+    )
+    return f"{plus}{code}******{digits[-4:]}"
+
+
+def _mask_national(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    if not 10 <= digits <= 11:  # a Japanese number has 10 (fixed) or 11 (mobile) digits
+        return text
+    seen, out = 0, []
+    for c in text:
+        if c.isdigit():
+            seen += 1
+            out.append(c if seen == 1 or seen > digits - 4 else "*")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def mask(text: str) -> str:
+    """Hide phone numbers (all but the country code and the last four digits) and secrets."""
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _JWT.sub(MASK, text)
+    text = _IVR_TOKEN.sub("ivr_" + MASK, text)
+    text = _HEX_TOKEN.sub(MASK, text)
+    text = _E164.sub(_mask_e164, text)
+    return _JP_NATIONAL.sub(_mask_national, text)
+
+
+class MaskFilter(logging.Filter):
+    """Format the message with its args, then mask it; tracebacks are masked the same way.
+
+    Placed on the handler, so it sees records of every logger that reaches it. It never drops
+    a record and never raises.
+    """
+
+    _traceback = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not break the caller
+            message = f"{record.msg!r} args={record.args!r}"
+        record.msg, record.args = mask(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._traceback.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask(record.stack_info)
+        return True
+
+
+class ContextFilter(logging.Filter):
+    """Give each record call_sid / message_sid / job_id when it has them.
+
+    Taken from `extra=`, else from "call_sid=..." in the message, else (job_id) from the RQ job
+    this process is running.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = dict(_CONTEXT_IN_MESSAGE.findall(record.getMessage()))
+        for name in CONTEXT_FIELDS:
+            if getattr(record, name, None) is None and name in found:
+                setattr(record, name, found[name])
+        if getattr(record, "job_id", None) is None:
+            job = get_current_job()
+            if job is not None:
+                record.job_id = job.id
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the context ids, exc when raised."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = str(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def dict_config(level: str | int = "INFO", *, stream: IO[str] | None = None) -> dict[str, Any]:
+    """The logging.config.dictConfig dict: JSON lines to stderr (or `stream`), masked."""
+    level = logging.getLevelName(level) if isinstance(level, int) else level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "mask": {"()": MaskFilter},
+            "context": {"()": ContextFilter},
+        },
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "stream": stream if stream is not None else "ext://sys.stderr",
+                "formatter": "json",
+                "filters": ["mask", "context"],
+            },
+        },
+        "root": {"level": level, "handlers": ["json"]},
+        "loggers": {name: {"handlers": [], "propagate": True} for name in ROUTED_TO_ROOT},
+    }
+
+
+def configure(level: str | int = "INFO", *, stream: IO[str] | None = None) -> None:
+    """Send every log record of this process through the masked JSON handler on the root logger.
+
+    Call it from an entry point (gunicorn config, worker), never at import time.
+    """
+    logging.config.dictConfig(dict_config(level, stream=stream))

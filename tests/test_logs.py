@@ -1,0 +1,185 @@
+"""ivr.logs: one JSON object per line, phone numbers and secrets masked, the call's ids carried."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from rq import Queue, SimpleWorker
+
+from ivr import logs
+
+SID = "CA0123456789abcdef0123456789abcdef"
+MESSAGE_SID = "SM0123456789abcdef0123456789abcdef"
+AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Configure logging into a buffer the way production does; put the old set-up back after."""
+    names = ["", *logs.ROUTED_TO_ROOT]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name or None)
+        saved[name] = (logger.handlers[:], logger.level, logger.propagate, logger.filters[:])
+    buffer = io.StringIO()
+    logs.configure("DEBUG", stream=buffer)
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+    yield lines
+    for name, (handlers, level, propagate, filters) in saved.items():
+        logger = logging.getLogger(name or None)
+        logger.handlers[:], logger.filters[:] = handlers, filters
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("from +819012345678", "from +81******5678"),
+        ("From=%2B819012345678&To=%2B815012345678", "From=%2B81******5678&To=%2B81******5678"),
+        ("us +12125554567.", "us +1******4567."),
+        ("tel 090-1234-5678", "tel 0**-****-5678"),
+        ("tel 09012345678", "tel 0******5678"),
+        ("office 03-1234-5678", "office 0*-****-5678"),
+        ("Authorization: Bearer abc.def-123456", "Authorization: Bearer ***"),
+        (f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}", "TWILIO_AUTH_TOKEN=***"),
+        (f"token {AUTH_TOKEN} seen", "token *** seen"),
+        ("{'admin_token': 'x1y2z3'}", "{'admin_token': '***'}"),
+        ("pin=4321 ok", "pin=*** ok"),
+        ("issued ivr_AbCdEfGhIjKlMnOpQrStUvWxYz_0123-456 for sv1", "issued ivr_*** for sv1"),
+    ],
+)
+def test_mask_hides_numbers_and_secrets(text: str, masked: str) -> None:
+    assert logs.mask(text) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"call_sid={SID} message_sid={MESSAGE_SID}",
+        "job sms-inc1-3-0a1b2c3d4e5f queued at 2026-11-23 01:00:00, took 0.25 s",
+        "QueuePosition=3 QueueTime=120 port 5000",
+        "+81******5678 is already masked",
+        "incident_id=INC-20261123-0001 severity=critical",
+        "Worker 6e1660423b1e4f8294aef7c62207ccf2: sms: Job OK (probe-2)",
+    ],
+)
+def test_mask_leaves_ids_times_and_counts_alone(text: str) -> None:
+    assert logs.mask(text) == text
+
+
+def test_phone_numbers_in_message_and_args_are_masked(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    log = logging.getLogger("ivr.test")
+    log.info("incoming from +819012345678 call_sid=%s", SID)
+    log.info("customer phone=%s alt=%s", "+819012345678", "090-1234-5678")
+
+    first, second = log_lines()
+    assert first["msg"] == f"incoming from +81******5678 call_sid={SID}"
+    assert second["msg"] == "customer phone=+81******5678 alt=0**-****-5678"
+    assert "9012345678" not in json.dumps(log_lines())
+
+
+def test_tokens_are_masked(log_lines: Callable[[], list[dict[str, Any]]]) -> None:
+    log = logging.getLogger("ivr.test")
+    log.warning("rejected header %s", "Bearer s3cr3t-admin-token")
+    log.warning("twilio client auth_token=%s", AUTH_TOKEN)
+
+    messages = [line["msg"] for line in log_lines()]
+    assert messages == ["rejected header Bearer ***", "twilio client auth_token=***"]
+
+
+def test_traceback_is_masked(log_lines: Callable[[], list[dict[str, Any]]]) -> None:
+    log = logging.getLogger("ivr.test")
+    try:
+        raise ValueError("The 'To' number +819012345678 is not a valid phone number")
+    except ValueError:
+        log.exception("send failed message_sid=%s", MESSAGE_SID)
+
+    (line,) = log_lines()
+    assert line["msg"] == f"send failed message_sid={MESSAGE_SID}"
+    assert line["message_sid"] == MESSAGE_SID
+    assert "The 'To' number +81******5678 is not a valid" in line["exc"]
+    assert "9012345678" not in line["exc"]
+
+
+def test_each_line_is_one_json_object_with_the_fields(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    logging.getLogger("ivr.voice").info("answered", extra={"call_sid": SID})
+    logging.getLogger("worker.sms").error("retrying job_id=%s", "sms-inc1-3-0a1b2c3d4e5f")
+    logging.getLogger("ivr.health").debug("ping")
+
+    lines = log_lines()
+    assert [(line["level"], line["logger"], line["msg"]) for line in lines] == [
+        ("INFO", "ivr.voice", "answered"),
+        ("ERROR", "worker.sms", "retrying job_id=sms-inc1-3-0a1b2c3d4e5f"),
+        ("DEBUG", "ivr.health", "ping"),
+    ]
+    assert lines[0]["call_sid"] == SID
+    assert lines[1]["job_id"] == "sms-inc1-3-0a1b2c3d4e5f"
+    assert "call_sid" not in lines[2] and "job_id" not in lines[2]
+    for line in lines:
+        assert line["ts"].endswith("Z") and line["ts"][10] == "T"
+
+
+def test_extra_wins_over_the_message(log_lines: Callable[[], list[dict[str, Any]]]) -> None:
+    logging.getLogger("ivr.test").info("call_sid=CAother", extra={"call_sid": SID})
+    (line,) = log_lines()
+    assert line["call_sid"] == SID
+
+
+def test_library_loggers_go_through_the_json_handler(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    logging.getLogger("gunicorn.error").info("Booting worker with pid: 42")
+    logging.getLogger("rq.worker").info("sms: send(%r)", "+819012345678")
+
+    assert [(line["logger"], line["msg"]) for line in log_lines()] == [
+        ("gunicorn.error", "Booting worker with pid: 42"),
+        ("rq.worker", "sms: send('+81******5678')"),
+    ]
+
+
+def log_inside_job() -> str:
+    logging.getLogger("worker.test").info("sending")
+    return "done"
+
+
+def test_job_id_comes_from_the_running_rq_job(
+    log_lines: Callable[[], list[dict[str, Any]]], redis_server: Any
+) -> None:
+    connection = redis_lib.Redis.from_url(redis_server.url)
+    connection.flushdb()
+    queue = Queue("sms", connection=connection)
+    job = queue.enqueue(log_inside_job, job_id="sms-inc1-1-0a1b2c3d4e5f")
+
+    SimpleWorker([queue], connection=connection).work(burst=True)
+
+    assert job.get_status(refresh=True) == "finished"
+    sending = [line for line in log_lines() if line["logger"] == "worker.test"]
+    assert [(line["msg"], line.get("job_id")) for line in sending] == [
+        ("sending", "sms-inc1-1-0a1b2c3d4e5f")
+    ]
+    connection.close()
+
+
+def test_importing_configures_nothing() -> None:
+    code = (
+        "import logging, ivr, ivr.logs, worker\n"
+        "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+        "assert worker.worker_services.cache_info().currsize == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
