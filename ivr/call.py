@@ -48,7 +48,8 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'completed' then return false end
 local n = tonumber(ARGV[3])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * n)) end
-if state ~= 'queued' and state ~= 'connecting' and state ~= 'connected' then
+if state ~= 'queued' and state ~= 'connecting' and state ~= 'connected'
+    and state ~= 'transfer' then
   redis.call('HSET', KEYS[1], 'state', 'queued', 'queued_at_ms', ARGV[2])
   redis.call('ZADD', KEYS[2], 'NX', tonumber(band) * 1e13 + tonumber(ARGV[2]), ARGV[1])
 end
@@ -78,12 +79,34 @@ end
 # KEYS: call, calls_active, waiting; ARGV: sid, n, field/value pairs…
 _CLOSE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local esc = redis.call('HGET', KEYS[1], 'esc_state')
+if esc == 'dialing' or esc == 'ringing' then
+  redis.call('HSET', KEYS[1], 'esc_state', 'abandoned')
+end
 redis.call('HSET', KEYS[1], 'state', 'completed', unpack(ARGV, 3, 2 + 2 * tonumber(ARGV[2])))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
+
+# Counts one call from a number in its sliding window, once per CallSid (a retried webhook
+# re-adds the same member). KEYS: the number's calls; ARGV: sid, epoch, window seconds.
+# Returns {this call's place in the window (1 = first), epoch of the window's first call}:
+# the count at insertion (atomic, so simultaneous calls get 1, 2, 3…), or on a retry the
+# calls up to this one's arrival time.
+_COUNT_CALL = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[3])))
+local place
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 1 then
+  place = redis.call('ZCARD', KEYS[1])
+else
+  place = redis.call('ZCOUNT', KEYS[1], '-inf', redis.call('ZSCORE', KEYS[1], ARGV[1]))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {place, first[2]}
+"""
 
 _MARK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -132,23 +155,51 @@ class Greeting:
     new: bool = True
     band: int = BAND_OTHER
     incident_ids: list[str] = field(default_factory=list)
+    call_number: int = 1
+    first_call_at: float | None = None
+
+    @property
+    def repeat(self) -> bool:
+        return "repeat" in self.tags
 
 
-def caller_lookup(svc: Services, phone: str | None
-                  ) -> tuple[Customer | None, list[dict[str, Any]]]:
-    """The caller's customer record and every active incident, in one round trip."""
+@dataclass(frozen=True)
+class Lookup:
+    """What Redis knows about a caller the moment they call."""
+
+    customer: Customer | None
+    incidents: list[dict[str, Any]]
+    call_number: int = 1
+    first_call_at: float | None = None
+
+
+def caller_lookup(svc: Services, call: CallInfo) -> Lookup:
+    """The customer record, every active incident and the repeat count, in one round trip.
+
+    Counting here (before the record exists) is safe because the count is keyed by CallSid:
+    a retried webhook finds its own member and gets the same place in the window.
+    """
+    phone = call.phone
+    window = int(svc.flows.escalation["repeat"]["window_hours"]) * 3600
     pipe = svc.redis.pipeline(transaction=False)
     pipe.hgetall(keys.customer(phone) if phone else keys.customer("unknown"))
     pipe.hgetall(keys.incidents_active())
-    data, active = pipe.execute()
+    if phone and call.call_sid:
+        pipe.eval(_COUNT_CALL, 1, keys.caller_calls(phone), call.call_sid,
+                  int(svc.now().timestamp()), window)
+    results = pipe.execute()
+    data, active = results[0], results[1]
     customer = Customer.from_hash(data) if phone else None
     incidents = sorted((json.loads(v) for v in active.values()),
                        key=lambda d: (incident.SEVERITIES.index(d["severity"]), d["created_at"]))
-    return customer, incidents
+    if len(results) == 3:
+        place, first = results[2]
+        return Lookup(customer, incidents, int(place), float(first) if first else None)
+    return Lookup(customer, incidents)
 
 
-def plan_greeting(svc: Services, call: CallInfo, customer: Customer | None,
-                  incidents: list[dict[str, Any]]) -> Greeting:
+def plan_greeting(svc: Services, call: CallInfo, lookup: Lookup) -> Greeting:
+    customer, incidents = lookup.customer, lookup.incidents
     lang = customer.language if customer else svc.flows.default_language
     tags: list[str] = []
     announcements: list[Announcement] = []
@@ -168,10 +219,13 @@ def plan_greeting(svc: Services, call: CallInfo, customer: Customer | None,
         tags.append("affected")
     if customer and customer.tier == "vip":
         tags.append("vip")
+    if lookup.call_number >= int(svc.flows.escalation["repeat"]["threshold"]):
+        tags.append("repeat")
     tags += [f"incident:{i}" for i in affected_ids]
     band = BAND_AFFECTED if ("affected" in tags or "vip" in tags) else BAND_OTHER
     return Greeting(lang=lang, tags=tags, announcements=announcements, customer=customer,
-                    band=band, incident_ids=counted)
+                    band=band, incident_ids=counted, call_number=lookup.call_number,
+                    first_call_at=lookup.first_call_at)
 
 
 def record_incoming(svc: Services, call: CallInfo, greeting: Greeting) -> bool:
@@ -190,6 +244,10 @@ def record_incoming(svc: Services, call: CallInfo, greeting: Greeting) -> bool:
         "created_at": now.isoformat(),
         "customer_name": greeting.customer.name if greeting.customer else "",
         "tier": greeting.customer.tier if greeting.customer else "",
+        "services": json.dumps(greeting.customer.services if greeting.customer else [],
+                               ensure_ascii=False),
+        "call_number": str(greeting.call_number),
+        "first_call_at": str(int(greeting.first_call_at or now.timestamp())),
     }
     flat = [x for pair in record.items() for x in pair]
     affected = ["1" if f"incident:{i}" in greeting.tags else "0" for i in greeting.incident_ids]
@@ -250,7 +308,7 @@ def _decode(data: Mapping[str, str]) -> dict[str, Any] | None:
     if not data:
         return None
     record: dict[str, Any] = dict(data)
-    for name in ("tags", "incidents", "context"):
+    for name in ("tags", "incidents", "context", "services", "esc_candidates"):
         if name in record:
             record[name] = json.loads(record[name])
     record.setdefault("tags", [])
@@ -258,9 +316,10 @@ def _decode(data: Mapping[str, str]) -> dict[str, Any] | None:
     return record
 
 
-def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int) -> list[dict[str, Any]]:
+def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int,
+               index: str | None = None) -> list[dict[str, Any]]:
     """Newest first; the tag filter reads records, which is fine at the console's page sizes."""
-    index = keys.calls_active() if active else keys.calls_recent()
+    index = index or (keys.calls_active() if active else keys.calls_recent())
     sids = svc.redis.zrevrange(index, 0, (limit if not tag else limit * 20) - 1)
     pipe = svc.redis.pipeline(transaction=False)
     for sid in sids:
@@ -268,7 +327,8 @@ def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int) -> l
     out = []
     for data in pipe.execute():
         record = _decode(data)
-        if record and (not tag or tag in record["tags"]):
+        if record and (not tag or tag in record["tags"]) \
+                and not (active and record.get("state") == "completed"):
             out.append(record)
         if len(out) >= limit:
             break
@@ -295,3 +355,7 @@ def waiting_status(svc: Services, call_sid: str
     latest = incident.latest_status(docs[0], lang) if docs else None
     return lang, (None if rank is None else int(rank) + 1), latest, \
         (docs[0]["status"] if docs else None)
+
+
+def json_list(items: list[str]) -> str:
+    return json.dumps(items, ensure_ascii=False)

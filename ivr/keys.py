@@ -94,6 +94,33 @@ def waiting() -> str:
     return f"{PREFIX}:queue:waiting"
 
 
+def caller_calls(phone: str) -> str:
+    """Sorted set: CallSids from one number scored by arrival (epoch seconds), the repeat-caller
+    window; trimmed to the window on every call. TTL the window (flows/escalation.yaml)."""
+    return f"{PREFIX}:caller:{phone}:calls"
+
+
+def escalation_log(call_sid: str) -> str:
+    """List: JSON of each SV attempt of a call's escalation (who, result, when). TTL that of
+    the call record."""
+    return f"{PREFIX}:call:{call_sid}:escalation"
+
+
+def escalation_leg(call_sid: str, attempt: int) -> str:
+    """String: 'pending', then the SV leg's CallSid; guards one dial-out per attempt.
+    TTL ESCALATION_LEG_TTL."""
+    return f"{PREFIX}:call:{call_sid}:leg:{attempt}"
+
+
+ESCALATION_LEG_TTL = 6 * 3600
+
+
+def escalations_raised_by(name: str) -> str:
+    """Sorted set: CallSids an operator (token owner) escalated, scored by time; the outcome
+    feed for that operator. TTL CALL_TTL, refreshed on each escalation."""
+    return f"{PREFIX}:escalations:raised-by:{name}"
+
+
 AGENT_ASSIGNMENT_TTL = 3600
 
 
@@ -103,6 +130,14 @@ def agent_assignment(agent_call_sid: str) -> str:
     return f"{PREFIX}:agent:{agent_call_sid}:caller"
 
 
+def supervisor_roster() -> str:
+    """Hash: E.164 phone -> supervisor JSON (name, skills, level, on_call, order, lang,
+    updated_at), the whole on-call roster in one key, so a roster replace is one MULTI
+    (DEL + HSET) and the escalation ladder is one HGETALL. At most supervisor.MAX_ROSTER
+    fields. No TTL."""
+    return f"{PREFIX}:supervisors:roster"
+
+
 def token(token_hash: str) -> str:
     """Hash: an admin API token by its SHA-256 (name, created_at). No TTL."""
     return f"{PREFIX}:token:{token_hash}"
@@ -110,4 +145,6 @@ def token(token_hash: str) -> str:
 
 ALL = (incident, incident_timeline, incident_counters, incidents_all, incidents_active,
        incident_seq, customer, customers_all, customers_by_service, customers_by_region,
-       sms_optout, call, calls_recent, calls_active, waiting, agent_assignment, token)
+       sms_optout, caller_calls, call, escalation_log, escalation_leg,
+       escalations_raised_by, calls_recent, calls_active, waiting, agent_assignment, token,
+       supervisor_roster)

@@ -19,7 +19,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from ivr import call as calls
-from ivr import current_services
+from ivr import current_services, escalation
 from ivr.phone import mask
 from ivr.services import Services
 from ivr.signature import twilio_signed
@@ -38,7 +38,8 @@ def _local(svc: Services, iso: str | None) -> datetime | None:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
 
 
-def _speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> None:
+def speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> None:
+    """Say prompt `name` in `lang` with that language's voice."""
     say(target, svc.prompts.render(name, lang, **ctx), svc.flows.voice(lang))
 
 
@@ -46,7 +47,7 @@ def degraded(svc: Services, lang: str | None = None) -> VoiceResponse:
     """Apology, then the plain Twilio queue: what a caller gets when Redis cannot answer."""
     lang = lang or svc.flows.default_language
     vr = VoiceResponse()
-    _speak(svc, vr, "apology", lang)
+    speak(svc, vr, "apology", lang)
     return enqueue(vr, svc.flows, workflow_sid=current_app.config["TWILIO_WORKFLOW_SID"])
 
 
@@ -54,7 +55,7 @@ def operator_degraded(svc: Services) -> VoiceResponse:
     """Without Redis the operator still takes callers, in Twilio's own arrival order."""
     lang = svc.flows.default_language
     vr = VoiceResponse()
-    _speak(svc, vr, "apology", lang)
+    speak(svc, vr, "apology", lang)
     dial = Dial()
     dial.queue(svc.flows.queue_name, url=callback_url("voice.connecting"))
     vr.append(dial)
@@ -95,14 +96,13 @@ def incoming() -> Response:
     def answer(svc: Services) -> Response:
         if not call.call_sid:
             return twiml(degraded(svc))
-        customer, incidents = calls.caller_lookup(svc, call.phone)
-        greeting = calls.plan_greeting(svc, call, customer, incidents)
+        greeting = calls.plan_greeting(svc, call, calls.caller_lookup(svc, call))
         if calls.record_incoming(svc, call, greeting):
             log.info("call in call_sid=%s from=%s tags=%s", call.call_sid, mask(call.phone),
                      ",".join(greeting.tags) or "-")
         lang, voice = greeting.lang, svc.flows.voice(greeting.lang)
         vr = VoiceResponse()
-        _speak(svc, vr, "welcome", lang)
+        speak(svc, vr, "welcome", lang)
         for item in greeting.announcements:
             if item.recording:
                 vr.play(item.recording)
@@ -110,6 +110,9 @@ def incoming() -> Response:
                 "announcement", lang, text="" if item.recording else item.text or "",
                 eta=_local(svc, item.eta), next_update=_local(svc, item.next_update_at))
             say(vr, text, voice)
+        if greeting.repeat:
+            state = escalation.start(svc, call.call_sid, trigger="repeat")
+            return twiml(transfer_or_requeue(svc, vr, call.call_sid, lang, "repeat", state))
         if svc.flows.call["gather"]["enabled"]:
             gather(vr, svc.flows, voice, svc.prompts.render("menu", lang))
         vr.redirect(callback_url("voice.gather_result"), method="POST")
@@ -145,7 +148,7 @@ def gather_result() -> Response:
         if queued is None:
             return twiml(degraded(svc))
         vr = VoiceResponse()
-        _speak(svc, vr, "queue_intro", queued.lang)
+        speak(svc, vr, "queue_intro", queued.lang)
         task = {"call_sid": call.call_sid, "tags": queued.tags, "purpose": said["purpose"],
                 "transcript": said["transcript"], "language": queued.lang}
         return twiml(enqueue(vr, svc.flows, workflow_sid=current_app.config[
@@ -164,12 +167,12 @@ def queue_wait() -> Response:
     lang = svc.flows.default_language
     try:
         lang, place, latest, status_code = calls.waiting_status(svc, sid)
-        _speak(svc, vr, "queue_wait", lang, position=place, status=latest,
+        speak(svc, vr, "queue_wait", lang, position=place, status=latest,
                status_code=status_code)
     except redis.RedisError as e:
         log.warning("redis unavailable in queue-wait (%s) call_sid=%s", type(e).__name__, sid)
         twilio_place = request.form.get("QueuePosition", "")
-        _speak(svc, vr, "queue_wait", lang, status=None, status_code=None,
+        speak(svc, vr, "queue_wait", lang, status=None, status_code=None,
                position=int(twilio_place) if twilio_place.isdigit() else None)
     vr.play(svc.flows.call["queue"]["hold_music"])
     return twiml(vr)
@@ -191,7 +194,7 @@ def connecting() -> Response:
     except redis.RedisError:
         log.warning("redis unavailable in connecting call_sid=%s", call.call_sid)
     vr = VoiceResponse()
-    _speak(svc, vr, "connecting", lang)
+    speak(svc, vr, "connecting", lang)
     if request.args.get("join") == "1" and call.call_sid:
         conference(vr, call.call_sid, svc.flows.call["queue"]["hold_music"], caller=True)
     return twiml(vr)
@@ -227,7 +230,7 @@ def agent_line() -> Response:
                     agent.call_sid)
         return twiml(operator_degraded(svc))
     if record is None:
-        _speak(svc, vr, "agent_idle", lang)
+        speak(svc, vr, "agent_idle", lang)
         vr.pause(length=svc.flows.call["agent"]["idle_pause"])
         vr.redirect(callback_url("voice.agent_line"), method="POST")
         return twiml(vr)
@@ -264,7 +267,7 @@ def agent_whisper() -> Response:
     if not RESERVATION.match(reservation):
         log.warning("agent-whisper without a reservation sid call_sid=%s",
                     request.form.get("CallSid", "-")[:64])
-        _speak(svc, vr, "agent_idle", lang)
+        speak(svc, vr, "agent_idle", lang)
         vr.hangup()
         return twiml(vr)
     try:
@@ -306,3 +309,21 @@ def fallback() -> Response:
     say(vr, svc.prompts.render("apology", lang), svc.flows.voice(lang), fallback=True)
     vr.enqueue(svc.flows.queue_name)
     return twiml(vr)
+
+
+def transfer_or_requeue(svc: Services, vr: VoiceResponse, call_sid: str, lang: str,
+                        trigger: str, state: str) -> VoiceResponse:
+    """The caller's side of a warm transfer: a cushion sentence, then the conference named
+    after their CallSid with hold music until the SV joins; with nobody on call, the front of
+    the queue instead."""
+    from ivr.voice_sv import priority_queue
+
+    if state == "exhausted":
+        return priority_queue(svc, call_sid, lang, vr)
+    speak(svc, vr, "transfer_cushion", lang, trigger=trigger)
+    conference(vr, call_sid, svc.flows.call["queue"]["hold_music"], caller=True)
+    speak(svc, vr, "transfer_end", lang)
+    return vr
+
+
+from ivr import voice_sv  # noqa: E402,F401  (its routes register on bp)

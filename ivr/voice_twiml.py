@@ -60,11 +60,14 @@ def enqueue(vr: VoiceResponse, flows: Flows, *, workflow_sid: str = "",
     return vr
 
 
-def conference(vr: VoiceResponse, room: str, hold_music: str, *, caller: bool) -> VoiceResponse:
-    """Meet in the room named after the caller's CallSid. The caller's leaving ends it; the
-    operator's does not, so a supervisor can stay with the caller."""
+def conference(vr: VoiceResponse, room: str, hold_music: str, *, caller: bool,
+               end_on_exit: bool | None = None) -> VoiceResponse:
+    """Meet in the room named after the caller's CallSid. The caller waits (hold music) until
+    staff arrive; the caller's leaving ends it, staff leaving does not unless `end_on_exit`
+    (an SV alone with the caller), so a supervisor can stay after the operator leaves."""
     dial = Dial()
-    dial.conference(room, start_conference_on_enter=not caller, end_conference_on_exit=caller,
+    dial.conference(room, start_conference_on_enter=not caller,
+                    end_conference_on_exit=caller if end_on_exit is None else end_on_exit,
                     beep=False, wait_url=hold_music, wait_method="GET")
     vr.append(dial)
     return vr

@@ -20,6 +20,8 @@ SAMPLES = {
     "service": "mail",
     "region": "mail",
     "token_hash": "tokenhash",
+    "attempt": 2,
+    "name": "operator-1",
 }
 
 

@@ -28,6 +28,16 @@ SAMPLE = {
     "purpose": "incident",
     "transcript": "メールが届かない",
     "waited_minutes": 4,
+    "trigger": "repeat",
+    "who": {"name": "山田太郎", "tier": "vip", "registered": True, "call_number": 3},
+    "what": {"transcript": "責任者を出して", "intent": ["manager"], "purpose": "speech"},
+    "where": {"line": "+815012345678", "services": ["mail"]},
+    "when": {"incident_started_at": "2026-11-23T01:00:00Z",
+             "first_call_at": "2026-11-23T01:05:00Z", "call_started_at": "2026-11-23T02:00:00Z"},
+    "how": {"repeat_count": 3, "waited_seconds": 300, "anger": True},
+    "why": {"trigger": "repeat", "reason": "repeat", "note": "二度目の折り返しです"},
+    "incident_start": datetime(2026, 11, 23, 10, 0, tzinfo=TOKYO),
+    "first_call": datetime(2026, 11, 23, 10, 5, tzinfo=TOKYO),
 }
 
 
@@ -55,8 +65,11 @@ def test_every_template_renders_in_every_language(name, lang, caplog):
 @pytest.mark.parametrize("name", NAMES)
 def test_japanese_is_japanese_and_english_is_ascii(name):
     ja = SHIPPED.render(name, "ja", **SAMPLE)
-    en = SHIPPED.render(name, "en", **{**SAMPLE, "text": "Mail is down.", "name": "Taro",
-                                       "status": "We found the cause.", "transcript": "help"})
+    en = SHIPPED.render(name, "en", **{
+        **SAMPLE, "text": "Mail is down.", "name": "Taro", "status": "We found the cause.",
+        "transcript": "help", "who": {**SAMPLE["who"], "name": "Taro"},
+        "what": {**SAMPLE["what"], "transcript": "get me a manager"},
+        "why": {**SAMPLE["why"], "note": "second callback"}})
     assert any("\u3040" <= ch <= "\u30ff" for ch in ja), ja
     assert en.isascii(), en
     assert "  " not in en
@@ -66,7 +79,14 @@ def test_japanese_is_japanese_and_english_is_ascii(name):
 def test_every_template_renders_with_empty_values(name):
     empty = {"text": "", "eta": None, "next_update": None, "position": None, "status": None,
              "status_code": None, "name": "", "tags": [], "purpose": "", "transcript": "",
-             "waited_minutes": 0}
+             "waited_minutes": 0, "trigger": "", "incident_start": None, "first_call": None,
+             "who": {"name": "", "tier": "", "registered": False, "call_number": 1},
+             "what": {"transcript": "", "intent": [], "purpose": ""},
+             "where": {"line": "", "services": []},
+             "when": {"incident_started_at": None, "first_call_at": None,
+                      "call_started_at": None},
+             "how": {"repeat_count": 1, "waited_seconds": 0, "anger": False},
+             "why": {"trigger": "", "reason": "", "note": ""}}
     for lang in LANGS:
         assert "\n" not in SHIPPED.render(name, lang, **empty)
 
@@ -153,7 +173,7 @@ def test_a_template_in_neither_language_is_a_prompt_error(tmp_path):
 
 @pytest.mark.parametrize(("text", "line"), [
     ("一行目\n{{ name }\n三行目\n", 2),
-    ("一行目\n二行目\n三行目\n{% if x %}\nまだ\n", 5),
+    ("一行目\n二行目\n三行目\n{% if x %}\nまだ\n", 4),
     ("{% for %}\n", 1),
 ])
 def test_a_syntax_error_names_the_file_and_line(tmp_path, text, line):

@@ -15,4 +15,4 @@ def require_token() -> None:
     """Every /api/ call needs a bearer token; checked here once for the whole blueprint."""
 
 
-from ivr.api import calls, customers, incidents  # noqa: E402,F401  (routes register on bp)
+from ivr.api import calls, customers, incidents, supervisors  # noqa: E402,F401  (routes register on bp)

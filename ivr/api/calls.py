@@ -1,39 +1,106 @@
-"""Call records for supervisors: the live list with tags, and one call's record."""
+"""Call records for supervisors: the live list with tags, one call's record and 5W1H
+context, escalating a call, and the escalation's outcome fed back to whoever raised it."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 
-from ivr import call, current_services
+from ivr import call, current_services, escalation, keys, validate
 from ivr.api import bp
 from ivr.errors import ApiError, invalid
+from ivr.flows import REASONS
+from ivr.services import Services
+from ivr.urls import public_url
 
 LIST_MAX = 500
 TAG = re.compile(r"^[A-Za-z0-9:_-]{1,80}$")
+NAME = re.compile(r"^[^\s:]{1,64}$")
+OUTCOMES = ("resolved", "callback", "unresolved", "transferred")
+MOVABLE = ("greeting", "queued", "requeued")
+
+
+def _view(svc: Services, record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if not k.startswith("esc_")}
+    out["escalation"] = escalation.summary(svc, record)
+    out.setdefault("context", None)
+    return out
+
+
+def _live_call(svc: Services, call_sid: str) -> dict[str, Any]:
+    record = call.get(svc, call_sid) if call_sid.startswith("CA") else None
+    if record is None:
+        raise ApiError(404, "not_found", f"no call {call_sid[:64]}")
+    return record
 
 
 @bp.get("/calls")
 def list_calls() -> Response:
-    """Newest first; ?active=1 for calls still in progress, ?tag= to filter, ?limit=."""
+    """Newest first; ?active=1 for calls in progress, ?tag=, ?raised_by= (the calls an
+    operator escalated, with their outcome), ?limit=."""
+    svc = current_services()
     active = request.args.get("active", "0")
     if active not in ("0", "1"):
         raise invalid("active", "active must be 0 or 1")
     tag = request.args.get("tag")
     if tag is not None and not TAG.match(tag):
         raise invalid("tag", "tag must be letters, digits, ':', '_' or '-'")
+    raised_by = request.args.get("raised_by")
+    if raised_by is not None and not NAME.match(raised_by):
+        raise invalid("raised_by", "raised_by must be a token owner's name")
     limit_text = request.args.get("limit", "100")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIST_MAX:
         raise invalid("limit", f"limit must be a whole number from 1 to {LIST_MAX}")
-    records = call.list_calls(current_services(), active=active == "1", tag=tag,
-                              limit=int(limit_text))
-    return jsonify(calls=records)
+    index = keys.escalations_raised_by(raised_by) if raised_by else None
+    records = call.list_calls(svc, active=active == "1", tag=tag, limit=int(limit_text),
+                              index=index)
+    return jsonify(calls=[_view(svc, r) for r in records])
 
 
 @bp.get("/calls/<call_sid>")
 def show_call(call_sid: str) -> Response:
-    record = call.get(current_services(), call_sid) if call_sid.startswith("CA") else None
-    if record is None:
-        raise ApiError(404, "not_found", f"no call {call_sid}")
-    return jsonify(record)
+    svc = current_services()
+    return jsonify(_view(svc, _live_call(svc, call_sid)))
+
+
+@bp.post("/calls/<call_sid>/escalate")
+def escalate(call_sid: str) -> tuple[Response, int]:
+    """An operator hands the call up: the SV is rung with the context and the note; a caller
+    still waiting is moved into their conference first."""
+    svc = current_services()
+    body = validate.json_object(request)
+    validate.only_fields(body, ("reason", "note"))
+    reason = validate.choice(body, "reason", REASONS, default="operator")
+    note = validate.text(body, "note", required=False, max_len=500) or ""
+    record = _live_call(svc, call_sid)
+    if record.get("state") == "completed":
+        raise ApiError(409, "call_ended", f"call {call_sid} has ended")
+    if record.get("esc_state") in ("dialing", "ringing", "accepted"):
+        raise ApiError(409, "already_escalated", f"call {call_sid} is already escalated")
+    move = record.get("state") in MOVABLE
+    state = escalation.start(svc, call_sid, trigger="operator", reason=reason,
+                             raised_by=g.admin, note=note)
+    if state == "exhausted":
+        raise ApiError(409, "no_supervisor", f"no supervisor on call for {reason}; the caller "
+                                             "keeps their place with priority")
+    if move:
+        svc.queue.enqueue("worker.calls.redirect_call", call_sid,
+                          public_url(svc.config, "/voice/transfer", trigger="operator"),
+                          job_id=f"transfer-{call_sid}")
+    return jsonify(_view(svc, _live_call(svc, call_sid))), 202
+
+
+@bp.post("/calls/<call_sid>/outcome")
+def outcome(call_sid: str) -> Response:
+    """The SV records how the escalation ended; the raising operator sees it in their list."""
+    svc = current_services()
+    body = validate.json_object(request)
+    validate.only_fields(body, ("result", "note"))
+    result = validate.choice(body, "result", OUTCOMES)
+    note = validate.text(body, "note", required=False, max_len=1000) or ""
+    _live_call(svc, call_sid)
+    if not escalation.record_outcome(svc, call_sid, result=str(result), note=note, by=g.admin):
+        raise ApiError(409, "not_escalated", f"call {call_sid} has no escalation")
+    return jsonify(_view(svc, _live_call(svc, call_sid)))

@@ -1,0 +1,255 @@
+"""Warm transfer to a supervisor: who is rung, in which order, and what state it is in.
+
+The escalation lives in the caller's call record (fields `esc_*`), so it is read with the
+call and expires with it. Every transition is one Lua script that checks the attempt number,
+so a late status callback, a watchdog and an SV's key press can race without moving the
+ladder twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rq.exceptions import DuplicateJobError
+
+from ivr import call, keys, supervisor
+from ivr.services import Services
+
+log = logging.getLogger(__name__)
+
+OPEN = ("dialing", "ringing")
+TRIGGERS = ("manager", "repeat", "operator", "anger")
+
+# Starts once per call; returns {started (0/1), the escalation state now}.
+# KEYS: call, raised-by index; ARGV: now, ttl, raised_by, n, pairs…
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+local state = redis.call('HGET', KEYS[1], 'esc_state')
+if state == 'dialing' or state == 'ringing' or state == 'accepted' then return {0, state} end
+if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned'} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * tonumber(ARGV[4])))
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[1], redis.call('HGET', KEYS[1], 'call_sid'))
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return {1, redis.call('HGET', KEYS[1], 'esc_state')}
+"""
+
+# Moves to the next SV if `attempt` is still the current one and nobody accepted.
+# KEYS: call, attempts log; ARGV: attempt, result, now. Returns the next attempt or -1.
+_ADVANCE = """
+local state = redis.call('HGET', KEYS[1], 'esc_state')
+if state ~= 'dialing' and state ~= 'ringing' then return -1 end
+if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return -1 end
+local nxt = tonumber(ARGV[1]) + 1
+redis.call('HSET', KEYS[1], 'esc_attempt', nxt, 'esc_state', 'dialing')
+redis.call('RPUSH', KEYS[2], cjson.encode({attempt = tonumber(ARGV[1]), result = ARGV[2],
+  at = ARGV[3], sv = redis.call('HGET', KEYS[1], 'esc_sv_name') or ''}))
+redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
+return nxt
+"""
+
+# The SV pressed 1: accept if this attempt is still the live one. KEYS: call, log;
+# ARGV: attempt, now iso, now epoch.
+_ACCEPT = """
+local state = redis.call('HGET', KEYS[1], 'esc_state')
+if state ~= 'dialing' and state ~= 'ringing' then return 0 end
+if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return 0 end
+local started = tonumber(redis.call('HGET', KEYS[1], 'esc_started_epoch') or ARGV[3])
+redis.call('HSET', KEYS[1], 'esc_state', 'accepted', 'esc_joined_at', ARGV[2],
+  'esc_wait_seconds', tostring(math.floor(tonumber(ARGV[3]) - started)))
+redis.call('RPUSH', KEYS[2], cjson.encode({attempt = tonumber(ARGV[1]), result = 'accepted',
+  at = ARGV[2], sv = redis.call('HGET', KEYS[1], 'esc_sv_name') or ''}))
+redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
+return 1
+"""
+
+# Sets fields only while the escalation is in `from` states. KEYS: call; ARGV: n_from,
+# from…, pairs…
+_SET_IF = """
+local state = redis.call('HGET', KEYS[1], 'esc_state')
+local n = tonumber(ARGV[1])
+local ok = false
+for i = 2, n + 1 do if ARGV[i] == state then ok = true end end
+if not ok then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, n + 2))
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    phone: str
+    name: str
+    lang: str
+
+
+def ladder_reason(trigger: str, labels: frozenset[str] | set[str] = frozenset()) -> str:
+    """The ladder to ring: a specialist when the caller's words say money or technical
+    (a refund demand goes to billing even when phrased as "get me a manager"), else the
+    trigger's own ladder."""
+    if "money" in labels:
+        return "money"
+    if "technical" in labels and trigger != "repeat":
+        return "technical"
+    return trigger
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_context(svc: Services, record: dict[str, Any], *, trigger: str, reason: str,
+                  note: str = "") -> dict[str, Any]:
+    """The 5W1H hand-over the SV hears and the console shows, from the call record."""
+    now = svc.now().timestamp()
+    created = datetime.fromisoformat(record["created_at"]).timestamp()
+    queued_ms = int(record.get("queued_at_ms") or 0)
+    incident_ids = record.get("incidents") or []
+    started = None
+    if incident_ids:
+        raw = svc.redis.get(keys.incident(incident_ids[0]))
+        started = json.loads(raw)["created_at"] if raw else None
+    labels = [x for x in (record.get("intent") or "").split(",") if x]
+    return {
+        "who": {"name": record.get("customer_name") or "", "tier": record.get("tier") or "",
+                "registered": bool(record.get("customer_name") or record.get("tier")),
+                "call_number": int(record.get("call_number") or 1)},
+        "what": {"transcript": record.get("transcript", ""), "intent": labels,
+                 "purpose": record.get("purpose", "")},
+        "where": {"line": record.get("to", ""), "services": record.get("services") or []},
+        "when": {"incident_started_at": started,
+                 "first_call_at": _iso(float(record.get("first_call_at") or created)),
+                 "call_started_at": _iso(created)},
+        "how": {"repeat_count": int(record.get("call_number") or 1),
+                "waited_seconds": int(now - (queued_ms / 1000 if queued_ms else created)),
+                "anger": "anger" in labels},
+        "why": {"trigger": trigger, "reason": reason, "note": note},
+    }
+
+
+def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] = frozenset(),
+          raised_by: str = "", note: str = "", reason: str | None = None) -> str:
+    """Begin a warm transfer once per call and queue the first SV's dial-out.
+
+    Returns the escalation state: 'dialing' (or 'ringing'/'accepted' when Twilio retried the
+    webhook), 'exhausted' when nobody on call fits the ladder, '' for an unknown call, and
+    'abandoned' when the caller has already hung up.
+    """
+    record = call.get(svc, call_sid)
+    if record is None:
+        return ""
+    reason = reason or ladder_reason(trigger, labels)
+    people = [Candidate(s.phone, s.name, s.lang) for s in supervisor.candidates(svc, reason)]
+    context = build_context(svc, record, trigger=trigger, reason=reason, note=note)
+    now = svc.now()
+    with_operator = record.get("state") in ("connecting", "connected")
+    fields = {
+        "esc_state": "dialing" if people else "exhausted", "esc_attempt": "0",
+        "esc_trigger": trigger,
+        "esc_reason": reason, "esc_raised_by": raised_by, "esc_note": note,
+        "esc_started_at": now.isoformat(), "esc_started_epoch": str(int(now.timestamp())),
+        "esc_candidates": json.dumps([c.__dict__ for c in people], ensure_ascii=False),
+        "esc_with_operator": "1" if with_operator else "0",
+        "context": json.dumps(context, ensure_ascii=False),
+    }
+    if not with_operator:
+        fields["state"] = "transfer"
+    if not people:
+        fields["band"] = str(call.BAND_PRIORITY)
+    flat = [x for pair in fields.items() for x in pair]
+    started = svc.redis.eval(_START, 2, keys.call(call_sid),
+                             keys.escalations_raised_by(raised_by or "-"),
+                             int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
+    was_started, state = started
+    if not was_started:
+        return str(state)
+    pipe = svc.redis.pipeline(transaction=False)
+    for incident_id in record.get("incidents") or []:
+        pipe.hincrby(keys.incident_counters(incident_id), "escalations", 1)
+    pipe.zrem(keys.waiting(), call_sid)
+    pipe.execute()
+    log.info("escalation started call_sid=%s trigger=%s reason=%s candidates=%d", call_sid,
+             trigger, reason, len(people))
+    if people:
+        queue_dial(svc, call_sid, 0)
+    return str(state)
+
+
+def queue_dial(svc: Services, call_sid: str, attempt: int) -> None:
+    """Queue the dial-out for one attempt; the job id makes it happen once per attempt."""
+    try:
+        svc.queue.enqueue("worker.escalation.dial_supervisor", call_sid, attempt,
+                          job_id=f"esc-{call_sid}-{attempt}", unique=True)
+    except DuplicateJobError:
+        log.info("dial already queued call_sid=%s attempt=%s", call_sid, attempt)
+
+
+def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | None:
+    """Give up on `attempt` (no answer, busy, declined, timed out) and queue the next SV."""
+    nxt = svc.redis.eval(_ADVANCE, 2, keys.call(call_sid), keys.escalation_log(call_sid),
+                         attempt, result, svc.now().isoformat())
+    if int(nxt) < 0:
+        return None
+    log.info("escalation moves on call_sid=%s attempt=%s result=%s", call_sid, attempt, result)
+    queue_dial(svc, call_sid, int(nxt))
+    return int(nxt)
+
+
+def accept(svc: Services, call_sid: str, attempt: int) -> bool:
+    now = svc.now()
+    return bool(svc.redis.eval(_ACCEPT, 2, keys.call(call_sid), keys.escalation_log(call_sid),
+                               attempt, now.isoformat(), int(now.timestamp())))
+
+
+def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str) -> bool:
+    """Set escalation fields only while the state is one of `states`."""
+    flat = [x for pair in fields.items() for x in pair]
+    return bool(svc.redis.eval(_SET_IF, 1, keys.call(call_sid), len(states), *states, *flat))
+
+
+def candidates_of(record: dict[str, Any]) -> list[Candidate]:
+    return [Candidate(**c) for c in record.get("esc_candidates") or []]
+
+
+def attempts(svc: Services, call_sid: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in svc.redis.lrange(keys.escalation_log(call_sid), 0, -1)]
+
+
+OUTCOME_FIELDS = ("esc_outcome_result", "esc_outcome_note", "esc_outcome_by", "esc_outcome_at")
+
+
+def record_outcome(svc: Services, call_sid: str, *, result: str, note: str, by: str) -> bool:
+    """The SV's word on how it ended, for the operator who raised it; False without an
+    escalation on the call."""
+    return set_if(svc, call_sid, ("accepted", "exhausted", "abandoned", "dialing", "ringing"),
+                  esc_outcome_result=result, esc_outcome_note=note, esc_outcome_by=by,
+                  esc_outcome_at=svc.now().isoformat())
+
+
+def summary(svc: Services, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The escalation part of a call record as the API and console show it."""
+    if not record.get("esc_state"):
+        return None
+    outcome = {name.removeprefix("esc_outcome_"): record[name]
+               for name in OUTCOME_FIELDS if record.get(name)}
+    return {
+        "state": record["esc_state"],
+        "trigger": record.get("esc_trigger"),
+        "reason": record.get("esc_reason"),
+        "raised_by": record.get("esc_raised_by") or None,
+        "note": record.get("esc_note") or "",
+        "started_at": record.get("esc_started_at"),
+        "supervisor": {"name": record.get("esc_sv_name"), "phone": record.get("esc_sv_phone")}
+        if record.get("esc_sv_phone") else None,
+        "joined_at": record.get("esc_joined_at"),
+        "wait_seconds": int(record["esc_wait_seconds"]) if record.get("esc_wait_seconds")
+        else None,
+        "attempts": attempts(svc, record["call_sid"]),
+        "candidates": [c["name"] for c in record.get("esc_candidates") or []],
+        "outcome": outcome or None,
+    }

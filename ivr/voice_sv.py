@@ -1,0 +1,162 @@
+"""Warm-transfer webhooks: the SV's whisper and key press, the SV leg's status, and the
+caller's way back to the queue when no SV could take the call."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import Response, current_app, request
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr import call as calls
+from ivr import current_services, escalation
+from ivr.services import Services
+from ivr.signature import twilio_signed
+from ivr.twiml import twiml
+from ivr.voice import bp, degraded, speak, transfer_or_requeue
+from ivr.voice_twiml import callback_url, conference, enqueue, say
+
+log = logging.getLogger(__name__)
+
+SID = re.compile(r"^CA[0-9a-zA-Z]{32}$")
+GAVE_UP = {"busy", "no-answer", "failed", "canceled"}
+
+
+def _target() -> tuple[str, int] | None:
+    """The caller's CallSid and attempt number our own callback URLs carry."""
+    sid, attempt = request.args.get("call", ""), request.args.get("attempt", "")
+    if not SID.match(sid) or not attempt.isdigit() or len(attempt) > 3:
+        return None
+    return sid, int(attempt)
+
+
+def _local(svc: Services, iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
+
+
+def _sv_lang(record: dict[str, Any], attempt: int) -> str:
+    people = escalation.candidates_of(record)
+    return people[attempt].lang if attempt < len(people) else "ja"
+
+
+def _closed(svc: Services, lang: str) -> Response:
+    vr = VoiceResponse()
+    speak(svc, vr, "sv_closed", lang)
+    vr.hangup()
+    return twiml(vr)
+
+
+@bp.post("/sv-whisper")
+@twilio_signed
+def sv_whisper() -> Response:
+    """The SV answered our call: the 5W1H context on their leg only, then 1 to join or 2 to
+    decline. The caller hears none of it."""
+    svc = current_services()
+    target = _target()
+    record = calls.get(svc, target[0]) if target else None
+    if not target or not record or record.get("esc_attempt") != str(target[1]) \
+            or record.get("esc_state") not in escalation.OPEN:
+        return _closed(svc, "ja")
+    sid, attempt = target
+    lang = _sv_lang(record, attempt)
+    ctx = record.get("context") or {}
+    text = svc.prompts.render(
+        "sv_whisper", lang, **ctx,
+        incident_start=_local(svc, ctx.get("when", {}).get("incident_started_at")),
+        first_call=_local(svc, ctx.get("when", {}).get("first_call_at")))
+    vr = VoiceResponse()
+    g = vr.gather(input="dtmf", num_digits=1, timeout=8, method="POST",
+                  action=callback_url("voice.sv_connect", call=sid, attempt=attempt))
+    say(g, text, svc.flows.voice(lang))
+    speak(svc, vr, "sv_no_input", lang)
+    vr.hangup()
+    return twiml(vr)
+
+
+@bp.post("/sv-connect")
+@twilio_signed
+def sv_connect() -> Response:
+    """The SV's key: 1 joins the caller's conference (if still theirs to take), 2 declines
+    and the next SV is rung; anything else repeats the whisper."""
+    svc = current_services()
+    target = _target()
+    if not target:
+        return _closed(svc, "ja")
+    sid, attempt = target
+    record = calls.get(svc, sid) or {}
+    lang = _sv_lang(record, attempt)
+    digits = request.form.get("Digits", "")
+    vr = VoiceResponse()
+    if digits == "1":
+        if not escalation.accept(svc, sid, attempt):
+            return _closed(svc, lang)
+        log.info("supervisor joined call_sid=%s attempt=%s sv_call_sid=%s", sid, attempt,
+                 request.form.get("CallSid", "-")[:64])
+        speak(svc, vr, "sv_connecting", lang)
+        alone_with_caller = record.get("esc_with_operator") != "1"
+        return twiml(conference(vr, sid, svc.flows.call["queue"]["hold_music"], caller=False,
+                                end_on_exit=alone_with_caller))
+    if digits == "2":
+        escalation.advance(svc, sid, attempt, "declined")
+        speak(svc, vr, "sv_declined", lang)
+        vr.hangup()
+        return twiml(vr)
+    vr.redirect(callback_url("voice.sv_whisper", call=sid, attempt=attempt), method="POST")
+    return twiml(vr)
+
+
+@bp.post("/escalation-status")
+@twilio_signed
+def escalation_status() -> Response:
+    """Status callback of an SV leg: no answer, busy, failed, canceled, or a leg that ended
+    without joining moves the ladder to the next SV."""
+    svc = current_services()
+    target = _target()
+    status = (request.form.get("CallStatus") or "")[:32]
+    if target and (status in GAVE_UP or status == "completed"):
+        escalation.advance(svc, target[0], target[1], status)
+    return twiml(VoiceResponse())
+
+
+@bp.post("/transfer")
+@twilio_signed
+def transfer() -> Response:
+    """The REST redirect when an operator escalates a caller who is still waiting: the
+    cushion sentence, then the caller's conference until the SV joins."""
+    svc = current_services()
+    sid = calls.CallInfo.parse(request.form).call_sid
+    record = calls.get(svc, sid) if sid else None
+    if record is None:
+        return twiml(degraded(svc))
+    trigger = request.args.get("trigger", "operator")
+    trigger = trigger if trigger in escalation.TRIGGERS else "operator"
+    return twiml(transfer_or_requeue(svc, VoiceResponse(), sid, record["lang"], trigger,
+                                     record.get("esc_state", "")))
+
+
+@bp.post("/requeue")
+@twilio_signed
+def requeue() -> Response:
+    """The REST redirect after no SV accepted: apologise and go to the front of the queue."""
+    svc = current_services()
+    sid = calls.CallInfo.parse(request.form).call_sid
+    record = calls.get(svc, sid) if sid else None
+    if record is None:
+        return twiml(degraded(svc))
+    return twiml(priority_queue(svc, sid, record["lang"]))
+
+
+def priority_queue(svc: Services, call_sid: str, lang: str,
+                   vr: VoiceResponse | None = None) -> VoiceResponse:
+    """Apology, then the waiting line with priority: the caller's context stays on the call
+    record, so the operator who takes them hears it."""
+    calls.mark(svc, call_sid, state="requeued", band=str(calls.BAND_PRIORITY))
+    queued = calls.enqueue(svc, call_sid)
+    vr = vr or VoiceResponse()
+    speak(svc, vr, "requeue", lang)
+    return enqueue(vr, svc.flows, workflow_sid=current_app.config["TWILIO_WORKFLOW_SID"],
+                   task={"call_sid": call_sid, "tags": queued.tags if queued else []},
+                   band=calls.BAND_PRIORITY)

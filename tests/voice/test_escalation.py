@@ -1,0 +1,369 @@
+"""Warm transfers driven the way Twilio drives them: signed webhooks in, SV legs and call
+redirects out through the fake REST server, jobs in a real RQ worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+from rq.scheduler import RQScheduler
+
+from ivr import keys
+from tests.conftest import PUBLIC_BASE_URL, parse_twiml, sign
+from tests.voice.helpers import add_customer, declare, new_sid, verbs
+
+CALLER = "+819012345678"
+SV_GENERAL_3 = "+819011110001"
+SV_GENERAL_2 = "+819011110002"
+SV_BILLING_3 = "+819011110003"
+HOLD = "https://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
+
+
+@pytest.fixture
+def roster(admin) -> None:
+    response = admin.put("/api/supervisors", json=[
+        {"name": "高橋SV", "phone": SV_GENERAL_3, "skills": ["general"], "level": 3,
+         "on_call": True, "order": 1},
+        {"name": "伊藤主任", "phone": SV_GENERAL_2, "skills": ["general"], "level": 2,
+         "on_call": True, "order": 2},
+        {"name": "渡辺課長", "phone": SV_BILLING_3, "skills": ["billing"], "level": 3,
+         "on_call": True, "order": 3},
+    ])
+    assert response.status_code == 200, response.get_json()
+
+
+def release_due_jobs(svc) -> None:
+    """What `rq worker --with-scheduler` does each tick: move due scheduled jobs to the queue."""
+    scheduler = RQScheduler([svc.queue], connection=svc.rq_redis)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    scheduler.release_locks()
+
+
+def call_in(twilio_post, sid, phone=CALLER):
+    return parse_twiml(twilio_post("/voice/incoming", CallSid=sid, From=phone,
+                                   To="+815012345678"))
+
+
+def sv_legs(fake_twilio) -> list[Any]:
+    return fake_twilio.calls_created()
+
+
+def escalate_by_repeat(twilio_post, clock) -> str:
+    for _ in range(2):
+        call_in(twilio_post, new_sid())
+        clock.tick(600)
+    sid = new_sid()
+    call_in(twilio_post, sid)
+    return sid
+
+
+def assert_transfer_twiml(root, sid, cushion_start="") -> None:
+    assert verbs(root)[-3:] == ["Say", "Dial", "Say"]
+    assert root[-3].text.endswith("責任者に代わります。少々お待ちいただけますでしょうか。")
+    assert root[-3].text.startswith(cushion_start)
+    conf = root[-2].find("Conference")
+    assert conf.text == sid
+    assert conf.attrib["startConferenceOnEnter"] == "false"
+    assert conf.attrib["endConferenceOnExit"] == "true"
+    assert conf.attrib["waitUrl"] == HOLD
+    assert root.find("Gather") is None
+
+
+def test_third_call_in_24_hours_goes_straight_to_an_sv(admin, roster, twilio_post, svc, clock,
+                                                       fake_twilio, run_jobs):
+    declare(admin)
+    add_customer(svc, CALLER)
+    first, second = new_sid(), new_sid()
+    assert verbs(call_in(twilio_post, first))[-2:] == ["Gather", "Redirect"]
+    clock.tick(3600)
+    assert verbs(call_in(twilio_post, second))[-2:] == ["Gather", "Redirect"]
+    clock.tick(3600)
+    third = new_sid()
+    root = call_in(twilio_post, third)
+    assert verbs(root)[:2] == ["Say", "Say"]  # welcome and the announcement come first
+    assert_transfer_twiml(root, third, "何度もお電話をいただき、大変申し訳ございません。")
+    record = svc.redis.hgetall(keys.call(third))
+    assert "repeat" in json.loads(record["tags"])
+    assert record["call_number"] == "3"
+    assert record["esc_state"] == "dialing"
+
+    run_jobs()
+    legs = sv_legs(fake_twilio)
+    assert len(legs) == 1
+    leg = legs[0]
+    assert leg.one("To") == SV_GENERAL_2  # the repeat ladder starts at level 2
+    assert leg.one("From") == "+815012345678"
+    assert leg.one("Url") == f"{PUBLIC_BASE_URL}/voice/sv-whisper?call={third}&attempt=0"
+    assert leg.one("StatusCallback") == (f"{PUBLIC_BASE_URL}/voice/escalation-status"
+                                         f"?call={third}&attempt=0")
+    assert leg.form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
+    assert leg.one("Timeout") == "20"
+    assert "MachineDetection" not in leg.form
+    assert svc.redis.hget(keys.call(third), "esc_state") == "ringing"
+
+
+def test_window_edge_a_call_older_than_24_hours_no_longer_counts(twilio_post, svc, clock,
+                                                                 roster):
+    call_in(twilio_post, new_sid())
+    clock.tick(3600)
+    call_in(twilio_post, new_sid())
+    clock.tick(23 * 3600 + 1)  # the first call is now 24 h + 1 s old
+    sid = new_sid()
+    assert verbs(call_in(twilio_post, sid))[-2:] == ["Gather", "Redirect"]
+    assert svc.redis.hget(keys.call(sid), "call_number") == "2"
+    clock.tick(60)
+    sid = new_sid()
+    assert verbs(call_in(twilio_post, sid))[-2] == "Dial"
+    assert svc.redis.hget(keys.call(sid), "call_number") == "3"
+
+
+def test_exactly_24_hours_still_counts(twilio_post, svc, clock, roster):
+    call_in(twilio_post, new_sid())
+    clock.tick(12 * 3600)
+    call_in(twilio_post, new_sid())
+    clock.tick(12 * 3600)
+    sid = new_sid()
+    call_in(twilio_post, sid)
+    assert svc.redis.hget(keys.call(sid), "call_number") == "3"
+
+
+def test_retried_webhook_counts_once_and_dials_once(twilio_post, svc, clock, roster,
+                                                    fake_twilio, run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    again = call_in(twilio_post, sid)
+    assert_transfer_twiml(again, sid, "何度も")
+    assert svc.redis.zcard(keys.caller_calls(CALLER)) == 3
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 1
+
+
+def test_two_calls_at_once_from_one_number_count_twice(config, svc, clock):
+    from ivr import create_app
+
+    app = create_app(config, services=svc)
+    barrier = threading.Barrier(4)
+    sids = [new_sid() for _ in range(4)]
+
+    def ring(sid: str) -> None:
+        form = {"CallSid": sid, "From": CALLER}
+        client = app.test_client()
+        barrier.wait()
+        client.post("/voice/incoming", data=form, headers={
+            "X-Twilio-Signature": sign(PUBLIC_BASE_URL + "/voice/incoming", form)})
+
+    threads = [threading.Thread(target=ring, args=(sid,)) for sid in sids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert svc.redis.zcard(keys.caller_calls(CALLER)) == 4
+    numbers = sorted(int(svc.redis.hget(keys.call(s), "call_number")) for s in sids)
+    assert numbers == [1, 2, 3, 4]
+
+
+def test_withheld_numbers_are_never_repeat_callers(twilio_post, svc, clock, roster):
+    for _ in range(4):
+        root = call_in(twilio_post, new_sid(), phone="anonymous")
+        assert verbs(root)[-2:] == ["Gather", "Redirect"]
+
+
+def test_sv_hears_the_context_first_and_the_caller_never_does(admin, roster, twilio_post, svc,
+                                                             clock, fake_twilio, run_jobs):
+    declare(admin)
+    add_customer(svc, CALLER, tier="vip", services=["mail", "web"])
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    leg = sv_legs(fake_twilio)[0]
+    sv_leg_sid = "CA" + "5" * 32
+    root = parse_twiml(twilio_post(f"/voice/sv-whisper?call={sid}&attempt=0",
+                                   CallSid=sv_leg_sid, To=leg.one("To")))
+    assert verbs(root) == ["Gather", "Say", "Hangup"]
+    gather = root[0]
+    assert gather.attrib["numDigits"] == "1"
+    assert gather.attrib["action"] == f"{PUBLIC_BASE_URL}/voice/sv-connect?call={sid}&attempt=0"
+    whisper = gather.find("Say").text
+    assert whisper.startswith("エスカレーションのご連絡です。"
+                              "繰り返しお電話をいただいているお客様です。")
+    assert "山田太郎様、VIPのお客様、本日3回目のお電話です。" in whisper
+    assert "ご利用サービスはmail、webです。" in whisper
+    assert "障害は10時00分から発生しています。" in whisper
+    assert "最初のお電話は10時00分です。" in whisper
+    assert whisper.endswith("お客様におつなぎする場合は1を、お断りする場合は2を押してください。")
+    context = json.loads(svc.redis.hget(keys.call(sid), "context"))
+    assert context["who"] == {"name": "山田太郎", "tier": "vip", "registered": True,
+                              "call_number": 3}
+    assert context["why"]["trigger"] == "repeat"
+
+
+def test_accept_joins_the_sv_to_the_callers_room(roster, twilio_post, svc, clock, fake_twilio,
+                                                 run_jobs, admin):
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    clock.tick(25)
+    root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="1",
+                                   CallSid="CA" + "5" * 32))
+    assert verbs(root) == ["Say", "Dial"]
+    assert root[0].text == "お客様におつなぎします。"
+    conf = root[1].find("Conference")
+    assert conf.text == sid
+    assert conf.attrib["startConferenceOnEnter"] == "true"
+    assert conf.attrib["endConferenceOnExit"] == "true"
+    record = admin.get(f"/api/calls/{sid}").get_json()
+    esc = record["escalation"]
+    assert esc["state"] == "accepted"
+    assert esc["wait_seconds"] == 25
+    assert esc["supervisor"] == {"name": "伊藤主任", "phone": SV_GENERAL_2}
+    assert esc["attempts"][-1]["result"] == "accepted"
+    # a second key press, or a late one from another SV, cannot take it again
+    root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="1"))
+    assert verbs(root) == ["Say", "Hangup"]
+    # the leg's completed callback after joining moves nothing
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="completed")
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 1
+
+
+def test_decline_rings_the_next_sv(roster, twilio_post, svc, clock, fake_twilio, run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="2"))
+    assert verbs(root) == ["Say", "Hangup"]
+    assert root[0].text == "承知しました。次の担当者にお回しします。"
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="completed")
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
+
+
+def test_other_keys_repeat_the_whisper(roster, twilio_post, svc, clock, run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="7"))
+    assert verbs(root) == ["Redirect"]
+    assert root[0].text == f"{PUBLIC_BASE_URL}/voice/sv-whisper?call={sid}&attempt=0"
+
+
+def test_no_answer_chain_ends_in_the_priority_queue(roster, twilio_post, svc, clock,
+                                                   fake_twilio, run_jobs):
+    waiting = new_sid()
+    call_in(twilio_post, waiting, "+819099990000")
+    twilio_post("/voice/gather", CallSid=waiting, Digits="1")
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="no-answer")
+    run_jobs()
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=1", CallStatus="busy")
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
+    # a duplicate callback for an attempt already given up changes nothing
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="no-answer")
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 2
+    redirects = fake_twilio.calls_updated()
+    assert [r.path.rsplit("/", 1)[1] for r in redirects] == [f"{sid}.json"]
+    assert redirects[0].one("Url") == f"{PUBLIC_BASE_URL}/voice/requeue"
+    assert svc.redis.hget(keys.call(sid), "esc_state") == "exhausted"
+
+    root = parse_twiml(twilio_post("/voice/requeue", CallSid=sid))
+    assert verbs(root) == ["Say", "Enqueue"]
+    assert root[0].text.startswith("大変お待たせして申し訳ございません。")
+    assert svc.redis.zrange(keys.waiting(), 0, -1) == [sid, waiting]
+    agent = parse_twiml(twilio_post("/voice/agent-line", CallSid=new_sid(), From="+81312345678"))
+    assert agent[1].find("Conference").text == sid
+
+
+def test_watchdog_moves_on_when_no_callback_arrives(roster, twilio_post, svc, clock,
+                                                   fake_twilio, run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    registry = ScheduledJobRegistry(queue=svc.queue)
+    assert registry.get_job_ids() == [f"esc-watch-{sid}-0"]
+    clock.tick(59)
+    release_due_jobs(svc)
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 1
+    clock.tick(2)
+    release_due_jobs(svc)
+    run_jobs()
+    legs = sv_legs(fake_twilio)
+    assert [leg.one("To") for leg in legs] == [SV_GENERAL_2, SV_GENERAL_3]
+    ended = fake_twilio.calls_updated()
+    assert len(ended) == 1 and ended[0].one("Status") == "completed"
+    assert json.loads(svc.redis.lindex(keys.escalation_log(sid), 0))["result"] == "timeout"
+
+
+def test_caller_hanging_up_stops_the_ladder(roster, twilio_post, svc, clock, fake_twilio,
+                                            run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    run_jobs()
+    twilio_post("/voice/status", CallSid=sid, CallStatus="completed", CallDuration="30")
+    assert svc.redis.hget(keys.call(sid), "esc_state") == "abandoned"
+    root = parse_twiml(twilio_post(f"/voice/sv-whisper?call={sid}&attempt=0",
+                                   CallSid="CA" + "5" * 32))
+    assert verbs(root) == ["Say", "Hangup"]
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="completed")
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 1
+
+
+def test_a_refused_sv_number_moves_to_the_next(roster, twilio_post, svc, clock, fake_twilio,
+                                              run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    fake_twilio.fail_next.append((400, 21215))
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
+    log = json.loads(svc.redis.lindex(keys.escalation_log(sid), 0))
+    assert log["result"] == "failed:21215"
+
+
+def test_twilio_5xx_leaves_the_attempt_to_retry(roster, twilio_post, svc, clock, fake_twilio,
+                                               run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    fake_twilio.fail_next.append((503, 20500))
+    run_jobs()
+    assert not svc.redis.exists(keys.escalation_leg(sid, 0))
+    assert svc.redis.hget(keys.call(sid), "esc_attempt") == "0"
+
+
+def test_nobody_on_call_goes_straight_to_the_priority_queue(twilio_post, svc, clock,
+                                                           fake_twilio, run_jobs):
+    sid = escalate_by_repeat(twilio_post, clock)
+    root = call_in(twilio_post, sid)
+    assert verbs(root)[-2:] == ["Say", "Enqueue"]
+    assert root[-2].text.startswith("大変お待たせして申し訳ございません。")
+    assert svc.redis.zrange(keys.waiting(), 0, -1) == [sid]
+    run_jobs()
+    assert sv_legs(fake_twilio) == []
+
+
+def test_english_caller_and_english_sv(admin, twilio_post, svc, clock, fake_twilio, run_jobs):
+    admin.put("/api/supervisors", json=[{"name": "Alex", "phone": SV_GENERAL_2,
+                                         "skills": ["general"], "level": 2, "on_call": True,
+                                         "order": 1, "lang": "en"}])
+    add_customer(svc, CALLER, language="en", name="Pat Smith")
+    sid = escalate_by_repeat(twilio_post, clock)
+    root = call_in(twilio_post, sid)
+    assert root[-3].text == ("We are very sorry you have had to call us again. A supervisor will "
+                             "take your call. Could you hold for a moment, please?")
+    assert root[-3].attrib["language"] == "en-US"
+    run_jobs()
+    whisper = parse_twiml(twilio_post(f"/voice/sv-whisper?call={sid}&attempt=0"))
+    text = whisper[0].find("Say").text
+    assert text.startswith("Escalation. A repeat caller. Pat Smith, call number 3 today.")
+    assert whisper[0].find("Say").attrib["language"] == "en-US"
+
+
+def test_sv_webhooks_refuse_bad_targets(twilio_post):
+    for query in ("", "?call=bogus&attempt=0", f"?call=CA{'1' * 32}&attempt=x",
+                  f"?call=CA{'1' * 32}&attempt=99999"):
+        root = parse_twiml(twilio_post(f"/voice/sv-whisper{query}"))
+        assert verbs(root) == ["Say", "Hangup"]
+        root = parse_twiml(twilio_post(f"/voice/sv-connect{query}", Digits="1"))
+        assert verbs(root) == ["Say", "Hangup"]
+        assert list(parse_twiml(twilio_post(f"/voice/escalation-status{query}",
+                                            CallStatus="busy"))) == []
+
+

@@ -1,0 +1,118 @@
+"""Jobs of a warm transfer: ring the next SV, give up on one who never joins, or hand the
+caller back to the priority queue when the list is exhausted."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from rq import Retry
+from rq.exceptions import DuplicateJobError
+from twilio.base.exceptions import TwilioRestException
+
+from ivr import call, escalation, keys
+from ivr.phone import mask
+from ivr.services import Services
+from ivr.urls import public_url
+from worker import worker_services
+
+log = logging.getLogger(__name__)
+
+SV_LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+
+def _retryable(e: TwilioRestException) -> bool:
+    return e.status == 429 or e.status >= 500 or e.code == 20429
+
+
+def dial_supervisor(call_sid: str, attempt: int) -> str | None:
+    """Ring the SV for `attempt` once, or finish the ladder when nobody is left."""
+    svc = worker_services()
+    record = call.get(svc, call_sid)
+    if not record or record.get("esc_state") not in escalation.OPEN \
+            or record.get("esc_attempt") != str(attempt):
+        log.info("escalation no longer at this attempt call_sid=%s attempt=%s", call_sid, attempt)
+        return None
+    if record.get("state") == "completed":
+        escalation.set_if(svc, call_sid, escalation.OPEN, esc_state="abandoned")
+        return None
+    people = escalation.candidates_of(record)
+    if attempt >= len(people):
+        exhaust(svc, call_sid, record)
+        return None
+    sv = people[attempt]
+    claim = keys.escalation_leg(call_sid, attempt)
+    if not svc.redis.set(claim, "pending", nx=True, ex=keys.ESCALATION_LEG_TTL):
+        log.info("sv leg already placed call_sid=%s attempt=%s", call_sid, attempt)
+        return None
+    settings = svc.flows.escalation
+    query = {"call": call_sid, "attempt": attempt}
+    try:
+        leg = svc.twilio.calls.create(
+            to=sv.phone,
+            from_=svc.config["TWILIO_FROM_NUMBER"],
+            url=public_url(svc.config, "/voice/sv-whisper", **query),
+            method="POST",
+            status_callback=public_url(svc.config, "/voice/escalation-status", **query),
+            status_callback_event=SV_LEG_EVENTS,
+            status_callback_method="POST",
+            timeout=int(settings["ring_timeout"]),
+        )
+    except TwilioRestException as e:
+        if _retryable(e):
+            svc.redis.delete(claim)  # Twilio took nothing: the retry may dial
+            raise
+        log.warning("sv leg refused call_sid=%s attempt=%s code=%s to=%s", call_sid, attempt,
+                    e.code, mask(sv.phone))
+        escalation.advance(svc, call_sid, attempt, f"failed:{e.code}")
+        return None
+    svc.redis.set(claim, leg.sid, ex=keys.ESCALATION_LEG_TTL)
+    escalation.set_if(svc, call_sid, ("dialing",), esc_state="ringing", esc_sv_call_sid=leg.sid,
+                      esc_sv_name=sv.name, esc_sv_phone=sv.phone)
+    schedule_watchdog(svc, call_sid, attempt)
+    log.info("sv leg placed call_sid=%s attempt=%s sv_call_sid=%s", call_sid, attempt, leg.sid)
+    return str(leg.sid)
+
+
+def schedule_watchdog(svc: Services, call_sid: str, attempt: int) -> None:
+    """Move on even if Twilio's status callback for this SV leg never arrives."""
+    try:
+        svc.queue.enqueue_in(timedelta(seconds=int(svc.flows.escalation["join_timeout"])),
+                             "worker.escalation.watchdog", call_sid, attempt,
+                             job_id=f"esc-watch-{call_sid}-{attempt}", unique=True)
+    except DuplicateJobError:
+        pass
+
+
+def watchdog(call_sid: str, attempt: int) -> int | None:
+    """No SV joined in time at this attempt: end their ringing leg and ring the next one."""
+    svc = worker_services()
+    record = call.get(svc, call_sid)
+    if not record or record.get("esc_attempt") != str(attempt) \
+            or record.get("esc_state") not in escalation.OPEN:
+        return None
+    leg = record.get("esc_sv_call_sid")
+    nxt = escalation.advance(svc, call_sid, attempt, "timeout")
+    if nxt is not None and leg:
+        try:
+            svc.twilio.calls(leg).update(status="completed")
+        except TwilioRestException as e:
+            log.info("sv leg already gone call_sid=%s code=%s", call_sid, e.code)
+    return nxt
+
+
+def exhaust(svc: Services, call_sid: str, record: dict[str, str]) -> None:
+    """Nobody accepted: the caller goes to the front of the queue with an apology (or stays
+    with their operator), and the context stays on the call for whoever takes it."""
+    if not escalation.set_if(svc, call_sid, escalation.OPEN, esc_state="exhausted",
+                             band=str(call.BAND_PRIORITY)):
+        return
+    tags = record.get("tags") or []
+    if "priority" not in tags:
+        call.mark(svc, call_sid, tags=call.json_list([*tags, "priority"]))
+    log.warning("no supervisor accepted call_sid=%s", call_sid)
+    if record.get("esc_with_operator") == "1":
+        return
+    svc.queue.enqueue("worker.calls.redirect_call", call_sid,
+                      public_url(svc.config, "/voice/requeue"),
+                      job_id=f"requeue-{call_sid}", retry=Retry(max=3, interval=[2, 5, 10]))
