@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response, g, jsonify, request
 
-from ivr import call, current_services, escalation, keys, validate
+from ivr import call, current_services, escalation, keys, supervisor, validate
 from ivr.api import bp
 from ivr.errors import ApiError, invalid
 from ivr.flows import REASONS
@@ -79,12 +79,12 @@ def escalate(call_sid: str) -> tuple[Response, int]:
         raise ApiError(409, "call_ended", f"call {call_sid} has ended")
     if record.get("esc_state") in ("dialing", "ringing", "accepted"):
         raise ApiError(409, "already_escalated", f"call {call_sid} is already escalated")
+    if not supervisor.candidates(svc, str(reason)):
+        raise ApiError(409, "no_supervisor", f"no supervisor on call for {reason}; check "
+                                             "GET /api/supervisors", "reason")
     move = record.get("state") in MOVABLE
-    state = escalation.start(svc, call_sid, trigger="operator", reason=reason,
-                             raised_by=g.admin, note=note)
-    if state == "exhausted":
-        raise ApiError(409, "no_supervisor", f"no supervisor on call for {reason}; the caller "
-                                             "keeps their place with priority")
+    escalation.start(svc, call_sid, trigger="operator", reason=reason, raised_by=g.admin,
+                     note=note)
     if move:
         svc.queue.enqueue("worker.calls.redirect_call", call_sid,
                           public_url(svc.config, "/voice/transfer", trigger="operator"),
