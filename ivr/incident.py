@@ -21,7 +21,8 @@ OPEN_STATUSES = ("investigating", "identified", "monitoring")
 AUDIENCES = ("all", "affected")
 LANGS = ("ja", "en")
 ANNOUNCEMENT_MAX = 1000
-COUNTERS = ("calls", "affected_calls", "escalations", "sms_sent", "sms_failed")
+COUNTERS = ("calls", "affected_calls", "escalations", "sms_sent", "sms_delivered",
+            "sms_failed")
 ID_PATTERN = re.compile(r"^INC-[0-9]{8}-[0-9]{4,}$")
 
 

@@ -25,7 +25,8 @@ def incident_timeline(incident_id: str) -> str:
 
 
 def incident_counters(incident_id: str) -> str:
-    """Hash: calls, affected_calls, escalations, sms_sent, sms_failed. No TTL."""
+    """Hash: calls, affected_calls, escalations, sms_sent, sms_delivered, sms_failed.
+    No TTL."""
     return f"{PREFIX}:incident:{incident_id}:counters"
 
 
@@ -94,6 +95,40 @@ def waiting() -> str:
     return f"{PREFIX}:queue:waiting"
 
 
+SMS_TTL = 7 * 86400
+"""Message records and send claims outlive any retry, resend or status callback by far."""
+
+
+def sms_undeliverable() -> str:
+    """Set: numbers whose carrier refused delivery (30004-30006); skipped by every fan-out.
+    No TTL."""
+    return f"{PREFIX}:sms:undeliverable"
+
+
+def sms_claim(incident_id: str, seq: int, phone: str) -> str:
+    """String: 'pending' (claimed, send in flight) then the Twilio MessageSid; guards one
+    message per (incident, update, number). TTL SMS_TTL."""
+    return f"{PREFIX}:sms:claim:{incident_id}:{seq}:{phone}"
+
+
+def sms_message(message_sid: str) -> str:
+    """Hash: one sent message (incident_id, seq, to, status, error_code, segments, counted).
+    TTL SMS_TTL."""
+    return f"{PREFIX}:sms:msg:{message_sid}"
+
+
+def sms_rate() -> str:
+    """String: the send-rate limiter's theoretical arrival time (ms, GCRA) shared by every
+    worker. TTL a few seconds past that time."""
+    return f"{PREFIX}:sms:rate"
+
+
+def incident_subscribers(incident_id: str) -> str:
+    """Set: numbers that asked for this incident's updates by key press while waiting.
+    No TTL."""
+    return f"{PREFIX}:incident:{incident_id}:subscribers"
+
+
 def caller_calls(phone: str) -> str:
     """Sorted set: CallSids from one number scored by arrival (epoch seconds), the repeat-caller
     window; trimmed to the window on every call. TTL the window (flows/escalation.yaml)."""
@@ -143,7 +178,8 @@ def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
 
 
-ALL = (incident, incident_timeline, incident_counters, incidents_all, incidents_active,
+ALL = (sms_undeliverable, sms_claim, sms_message, sms_rate, incident_subscribers,
+       incident, incident_timeline, incident_counters, incidents_all, incidents_active,
        incident_seq, customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
        escalations_raised_by, calls_recent, calls_active, waiting, agent_assignment, token,

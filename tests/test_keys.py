@@ -21,6 +21,8 @@ SAMPLES = {
     "region": "mail",
     "token_hash": "tokenhash",
     "attempt": 2,
+    "seq": 3,
+    "message_sid": "SM" + "0123456789abcdef" * 2,
     "name": "operator-1",
 }
 

@@ -159,6 +159,7 @@ def test_declare_stores_the_document_the_active_copy_and_the_first_timeline_entr
         "affected_calls": 0,
         "escalations": 0,
         "sms_sent": 0,
+        "sms_delivered": 0,
         "sms_failed": 0,
     }
 
@@ -255,6 +256,7 @@ def test_show_returns_timeline_and_counters(admin, redis, clock):
         "affected_calls": 5,
         "escalations": 0,
         "sms_sent": 0,
+        "sms_delivered": 0,
         "sms_failed": 2,
     }
     assert [(e["seq"], e["kind"]) for e in shown["timeline"]] == [(0, "declared"), (1, "update")]
