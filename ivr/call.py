@@ -341,20 +341,33 @@ def mark(svc: Services, call_sid: str, **fields: str) -> bool:
     return bool(svc.redis.eval(_MARK, 1, keys.call(call_sid), *flat))
 
 
-def waiting_status(svc: Services, call_sid: str
-                   ) -> tuple[str, int | None, str | None, str | None]:
-    """(language, place in line, latest update text, incident status) for the hold loop."""
+@dataclass(frozen=True)
+class Waiting:
+    """What the hold loop tells one caller."""
+
+    lang: str
+    place: int | None
+    latest: str | None
+    status_code: str | None
+    incident_id: str | None
+    phone: str | None
+
+
+def waiting_status(svc: Services, call_sid: str) -> Waiting:
+    """Language, place in line and the newest word on the caller's incident, in one trip."""
     pipe = svc.redis.pipeline(transaction=False)
-    pipe.hmget(keys.call(call_sid), "lang", "incidents")
+    pipe.hmget(keys.call(call_sid), "lang", "incidents", "from")
     pipe.zrank(keys.waiting(), call_sid)
     pipe.hgetall(keys.incidents_active())
-    (lang, incident_ids), rank, active = pipe.execute()
+    (lang, incident_ids, phone), rank, active = pipe.execute()
     lang = lang or svc.flows.default_language
     docs = [json.loads(active[i]) for i in json.loads(incident_ids or "[]") if i in active]
     docs.sort(key=lambda d: incident.SEVERITIES.index(d["severity"]))
-    latest = incident.latest_status(docs[0], lang) if docs else None
-    return lang, (None if rank is None else int(rank) + 1), latest, \
-        (docs[0]["status"] if docs else None)
+    top = docs[0] if docs else None
+    return Waiting(lang=lang, place=None if rank is None else int(rank) + 1,
+                   latest=incident.latest_status(top, lang) if top else None,
+                   status_code=top["status"] if top else None,
+                   incident_id=top["id"] if top else None, phone=phone or None)
 
 
 def json_list(items: list[str]) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ivr.intent_schema import SCHEMA as INTENTS_SCHEMA
+
 LANGS = ("ja", "en")
 SEVERITIES = ("critical", "major", "minor")
 
@@ -155,6 +157,38 @@ SCHEMAS["escalation.yaml"] = {
 }
 
 
+_CLOCK = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$",
+          "description": "a 24-hour local time in quotes, such as \"21:00\""}
+SCHEMAS["sms.yaml"] = {
+    "type": "object",
+    "required": ["sender_name", "quiet_hours", "max_segments", "batch_size",
+                 "reminder_minutes", "settle_after_seconds", "sweep_after_minutes"],
+    "additionalProperties": False,
+    "properties": {
+        "sender_name": {"type": "string", "minLength": 1, "maxLength": 20,
+                        "description": "a short sender name, 1-20 characters"},
+        "quiet_hours": {
+            "type": "object", "required": ["start", "end"], "additionalProperties": False,
+            "properties": {"start": _CLOCK, "end": _CLOCK},
+        },
+        "max_segments": {"type": "integer", "minimum": 1, "maximum": 10,
+                         "description": "a whole number of segments, 1-10"},
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000,
+                       "description": "recipients per job, 1-1000"},
+        "reminder_minutes": {"type": "integer", "minimum": 1, "maximum": 60,
+                             "description": "minutes before the due time, 1-60"},
+        "settle_after_seconds": {"type": "integer", "minimum": 15, "maximum": 3600,
+                                 "description": "seconds, 15-3600 (more than Twilio's "
+                                                "request timeout)"},
+        "sweep_after_minutes": {"type": "integer", "minimum": 1, "maximum": 120,
+                                "description": "minutes, 1-120"},
+    },
+}
+
+
+SCHEMAS["intents.yaml"] = INTENTS_SCHEMA
+
+
 class FlowError(RuntimeError):
     """A flows/ file that the service must not start with."""
 
@@ -173,6 +207,7 @@ class Flows:
     call: dict[str, Any]
     incidents: dict[str, Any]
     escalation: dict[str, Any]
+    sms: dict[str, Any]
 
     def voice(self, lang: str) -> Voice:
         entry = self.call["languages"].get(lang) or self.call["languages"]["ja"]
@@ -285,4 +320,4 @@ def load_flows(directory: str | Path) -> Flows:
             "or set speech_model: null."
         )
     return Flows(call=loaded["call.yaml"], incidents=loaded["incidents.yaml"],
-                 escalation=loaded["escalation.yaml"])
+                 escalation=loaded["escalation.yaml"], sms=loaded["sms.yaml"])

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from ivr import keys, validate
+from ivr.cadence import next_due
 from ivr.customer import LABEL_FORBIDDEN, MAX_LABEL, Customer
 from ivr.errors import ApiError, invalid
 from ivr.phone import normalize
@@ -163,6 +164,11 @@ def parse_update(body: Mapping[str, Any], svc: Services, *, closing: bool = Fals
     return update
 
 
+def first_due(svc: Services, fields: Mapping[str, Any]) -> str | None:
+    """When the first progress update after the declaration falls due."""
+    return _iso(next_due(svc.flows, fields["severity"], svc.now(), svc.tz))
+
+
 def declare(svc: Services, fields: dict[str, Any], declared_by: str) -> dict[str, Any]:
     """Store a new incident and make it the announcement every matching caller hears."""
     now = svc.now()
@@ -173,7 +179,7 @@ def declare(svc: Services, fields: dict[str, Any], declared_by: str) -> dict[str
         "declared_by": declared_by,
         "created_at": _iso(now), "updated_at": _iso(now), "resolved_at": None,
         "update_seq": 0,
-        "next_update_at": _iso(now + svc.flows.cadence(fields["severity"])),
+        "next_update_at": first_due(svc, fields),
     }
     entry = {"seq": 0, "kind": "declared", "at": _iso(now), "by": declared_by,
              "status": doc["status"], "message": doc["announcement"], "eta": doc["eta"]}
@@ -241,22 +247,44 @@ def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> 
     return _change(svc, incident_id, mutate, entry)
 
 
-def post_update(svc: Services, incident_id: str, update: dict[str, Any], by: str
-                ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Record a progress update and restart the update clock from now."""
+def post_update(svc: Services, incident_id: str, update: dict[str, Any], by: str,
+                kind: str = "update") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Record a progress update (a supervisor's, or kind 'auto' when the clock ran out with no
+    news) and restart the update clock from now."""
     now = svc.now()
-    entry: dict[str, Any] = {"kind": "update", "at": _iso(now), "by": by, **update}
+    entry: dict[str, Any] = {"kind": kind, "at": _iso(now), "by": by, **update}
 
     def mutate(doc: dict[str, Any]) -> dict[str, Any]:
         doc["update_seq"] += 1
         doc.update({k: v for k, v in update.items() if k in ("eta", "status")})
         doc["latest_update"] = update["message"]
-        doc["next_update_at"] = _iso(now + svc.flows.cadence(doc["severity"]))
+        doc["next_update_at"] = _iso(next_due(svc.flows, doc["severity"], now, svc.tz))
         entry.update(status=doc["status"], eta=doc["eta"], next_update_at=doc["next_update_at"])
         return doc
 
     doc = _change(svc, incident_id, mutate, entry)
     return doc, {**entry, "seq": doc["update_seq"]}
+
+
+def hold(svc: Services, incident_id: str, due: str, until: datetime) -> dict[str, Any] | None:
+    """Move a routine update due at `due` to `until` (quiet hours), if it is still the one
+    due; None when a newer update or the resolution has superseded it."""
+
+    def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        if doc["next_update_at"] != due:
+            raise _Superseded
+        doc["next_update_at"] = _iso(until)
+        return doc
+
+    entry = {"kind": "held", "at": _iso(svc.now()), "by": "system", "until": _iso(until)}
+    try:
+        return _change(svc, incident_id, mutate, entry)
+    except (_Superseded, ApiError):
+        return None
+
+
+class _Superseded(Exception):
+    """The scheduled moment no longer matches the incident (a newer update came first)."""
 
 
 def resolve(svc: Services, incident_id: str, message: dict[str, str], by: str

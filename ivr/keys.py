@@ -105,9 +105,11 @@ def sms_undeliverable() -> str:
     return f"{PREFIX}:sms:undeliverable"
 
 
-def sms_claim(incident_id: str, seq: int, phone: str) -> str:
-    """String: 'pending' (claimed, send in flight) then the Twilio MessageSid; guards one
-    message per (incident, update, number). TTL SMS_TTL."""
+def sms_claim(incident_id: str, seq: int | str, phone: str) -> str:
+    """String: 'pending:<epoch>' while a send is in flight, then the Twilio MessageSid (or
+    'failed:<code>'); guards one message per (incident, update, number). `seq` is the
+    timeline entry, or a label for one-off messages ('subscribed', 'resend-<n>').
+    TTL SMS_TTL."""
     return f"{PREFIX}:sms:claim:{incident_id}:{seq}:{phone}"
 
 
@@ -115,6 +117,37 @@ def sms_message(message_sid: str) -> str:
     """Hash: one sent message (incident_id, seq, to, status, error_code, segments, counted).
     TTL SMS_TTL."""
     return f"{PREFIX}:sms:msg:{message_sid}"
+
+
+def sms_audience(incident_id: str, seq: int) -> str:
+    """Set: the recipients of one fan-out, frozen when it starts so a restarted fan-out and
+    its sweep see the same list. TTL SMS_AUDIENCE_TTL."""
+    return f"{PREFIX}:sms:audience:{incident_id}:{seq}"
+
+
+SMS_AUDIENCE_TTL = 2 * 86400
+
+
+def sms_halt(incident_id: str, seq: int) -> str:
+    """String: the Twilio error code that stopped a fan-out (21408, 30007): nothing more is
+    sent for it until a supervisor looks. TTL SMS_TTL."""
+    return f"{PREFIX}:sms:halt:{incident_id}:{seq}"
+
+
+def sms_reminder(incident_id: str, due: int) -> str:
+    """String JSON: the reminder sent to the on-call SV before the update due at epoch `due`
+    (to, sent_at); also guards sending it twice. TTL SMS_TTL."""
+    return f"{PREFIX}:sms:reminder:{incident_id}:{due}"
+
+
+SMS_INBOUND_TTL = 86400
+"""How long a handled inbound MessageSid is remembered; Twilio retries within minutes."""
+
+
+def sms_inbound(message_sid: str) -> str:
+    """String: '1' once an inbound SMS (/sms/incoming) was handled, so a retried webhook
+    replies nothing. TTL SMS_INBOUND_TTL."""
+    return f"{PREFIX}:sms:in:{message_sid}"
 
 
 def sms_rate() -> str:
@@ -178,7 +211,8 @@ def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
 
 
-ALL = (sms_undeliverable, sms_claim, sms_message, sms_rate, incident_subscribers,
+ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_audience, sms_halt,
+       sms_reminder, incident_subscribers,
        incident, incident_timeline, incident_counters, incidents_all, incidents_active,
        incident_seq, customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,

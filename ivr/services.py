@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from ivr.flows import Flows, load_flows
+from ivr.intent import Lexicon, load_lexicon
 from ivr.prompts import Prompts, load_prompts
 
 Clock = Callable[[], datetime]
@@ -53,9 +55,11 @@ class Services:
     rq_redis: redis.Redis
     twilio: Client
     queue: Queue
+    sms_queue: Queue
     clock: Clock
     flows: Flows
     prompts: Prompts
+    lexicon: Lexicon
     config: Mapping[str, Any]
 
     @property
@@ -104,8 +108,10 @@ def build_services(
         rq_redis=rq_redis,
         twilio=twilio_client(config),
         queue=Queue("default", connection=rq_redis),
+        sms_queue=Queue("sms", connection=rq_redis),
         clock=clock,
         flows=load_flows(config["IVR_FLOWS_DIR"]),
+        lexicon=load_lexicon(Path(config["IVR_FLOWS_DIR"]) / "intents.yaml"),
         prompts=load_prompts(config["IVR_PROMPTS_DIR"]),
         config=config,
     )

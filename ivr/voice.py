@@ -114,7 +114,8 @@ def incoming() -> Response:
             state = escalation.start(svc, call.call_sid, trigger="repeat")
             return twiml(transfer_or_requeue(svc, vr, call.call_sid, lang, "repeat", state))
         if svc.flows.call["gather"]["enabled"]:
-            gather(vr, svc.flows, voice, svc.prompts.render("menu", lang))
+            gather(vr, svc.flows, voice, svc.prompts.render("menu", lang),
+                   hints=svc.lexicon.hints(lang))
         vr.redirect(callback_url("voice.gather_result"), method="POST")
         return twiml(vr)
 
@@ -144,6 +145,20 @@ def gather_result() -> Response:
 
     def answer(svc: Services) -> Response:
         said = _said(request.form, svc.flows.call["menu"])
+        if said["purpose"] == "sms" and call.call_sid:
+            from ivr.voice_sms import toggle_sms
+
+            return twiml(toggle_sms(svc, call.call_sid))
+        intent = svc.lexicon.classify(said["transcript"], said["digits"])
+        said["intent"] = ",".join(sorted(intent.labels))
+        said["intent_phrases"] = " | ".join(intent.matched)[:300]
+        if intent.wants_manager and call.call_sid and calls.mark(svc, call.call_sid, **said):
+            state = escalation.start(svc, call.call_sid, trigger="manager",
+                                     labels=intent.labels)
+            record = calls.get(svc, call.call_sid) or {}
+            lang = record.get("lang") or svc.flows.default_language
+            return twiml(transfer_or_requeue(svc, VoiceResponse(), call.call_sid, lang,
+                                             "manager", state))
         queued = calls.enqueue(svc, call.call_sid, said) if call.call_sid else None
         if queued is None:
             return twiml(degraded(svc))
@@ -166,14 +181,18 @@ def queue_wait() -> Response:
     vr = VoiceResponse()
     lang = svc.flows.default_language
     try:
-        lang, place, latest, status_code = calls.waiting_status(svc, sid)
-        speak(svc, vr, "queue_wait", lang, position=place, status=latest,
-               status_code=status_code)
+        info = calls.waiting_status(svc, sid)
+        target: Any = vr
+        if info.incident_id and info.phone:
+            target = vr.gather(input="dtmf", num_digits=1, timeout=1, method="POST",
+                               action=callback_url("voice.queue_key"))
+        speak(svc, target, "queue_wait", info.lang, position=info.place, status=info.latest,
+              status_code=info.status_code, offer_sms=target is not vr)
     except redis.RedisError as e:
         log.warning("redis unavailable in queue-wait (%s) call_sid=%s", type(e).__name__, sid)
         twilio_place = request.form.get("QueuePosition", "")
-        speak(svc, vr, "queue_wait", lang, status=None, status_code=None,
-               position=int(twilio_place) if twilio_place.isdigit() else None)
+        speak(svc, vr, "queue_wait", lang, status=None, status_code=None, offer_sms=False,
+              position=int(twilio_place) if twilio_place.isdigit() else None)
     vr.play(svc.flows.call["queue"]["hold_music"])
     return twiml(vr)
 
@@ -205,6 +224,7 @@ def _whisper(svc: Services, record: dict[str, Any], lang: str) -> str:
     waited = int((svc.now().timestamp() * 1000 - queued_ms) // 60000) if queued_ms else 0
     return svc.prompts.render("agent_whisper", lang, name=record.get("customer_name") or "",
                               tags=record["tags"], purpose=record.get("purpose", ""),
+                              intent=(record.get("intent") or "").split(","),
                               transcript=record.get("transcript", ""), waited_minutes=waited)
 
 
@@ -326,4 +346,4 @@ def transfer_or_requeue(svc: Services, vr: VoiceResponse, call_sid: str, lang: s
     return vr
 
 
-from ivr import voice_sv  # noqa: E402,F401  (its routes register on bp)
+from ivr import voice_sms, voice_sv  # noqa: E402,F401  (their routes register on bp)

@@ -25,8 +25,10 @@ def say(vr: VoiceResponse | Gather, text: str, voice: Voice, *, fallback: bool =
            language=voice.tts_language)
 
 
-def gather(vr: VoiceResponse, flows: Flows, voice: Voice, prompt: str) -> Gather:
-    """Speech and keys together; speech_timeout 'auto' only without a speech model."""
+def gather(vr: VoiceResponse, flows: Flows, voice: Voice, prompt: str,
+           hints: list[str] | None = None) -> Gather:
+    """Speech and keys together; speech_timeout 'auto' only without a speech model; `hints`
+    (from the intent lexicon) help the recogniser with the phrases that matter."""
     settings = flows.call["gather"]
     options: dict[str, Any] = {
         "input": "speech dtmf",
@@ -37,6 +39,8 @@ def gather(vr: VoiceResponse, flows: Flows, voice: Voice, prompt: str) -> Gather
         "num_digits": 1,
         "action_on_empty_result": False,
     }
+    if hints:
+        options["hints"] = ", ".join(hints)
     if settings.get("speech_model"):
         options["speech_model"] = settings["speech_model"]
         options["speech_timeout"] = settings["speech_timeout"]

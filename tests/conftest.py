@@ -195,7 +195,22 @@ def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPa
     worker_services.cache_clear()
 
     def run() -> None:
-        SimpleWorker([svc.queue], connection=svc.rq_redis).work(burst=True)
+        SimpleWorker([svc.sms_queue, svc.queue], connection=svc.rq_redis).work(burst=True)
 
     yield run
     worker_services.cache_clear()
+
+
+@pytest.fixture
+def release_due_jobs(svc: Services) -> Any:
+    """What `rq worker --with-scheduler` does on each tick: move scheduled jobs that are due
+    (by the frozen clock) onto their queues."""
+    from rq.scheduler import RQScheduler
+
+    def release() -> None:
+        scheduler = RQScheduler([svc.sms_queue, svc.queue], connection=svc.rq_redis)
+        scheduler.acquire_locks()
+        scheduler.enqueue_scheduled_jobs()
+        scheduler.release_locks()
+
+    return release

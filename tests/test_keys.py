@@ -22,6 +22,7 @@ SAMPLES = {
     "token_hash": "tokenhash",
     "attempt": 2,
     "seq": 3,
+    "due": 1795395600,
     "message_sid": "SM" + "0123456789abcdef" * 2,
     "name": "operator-1",
 }

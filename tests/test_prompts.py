@@ -29,6 +29,14 @@ SAMPLE = {
     "transcript": "メールが届かない",
     "waited_minutes": 4,
     "trigger": "repeat",
+    "intent": ["anger"],
+    "offer_sms": True,
+    "sender": "サポートセンター",
+    "title": "メール障害",
+    "auto": False,
+    "optout_url": "https://ivr.example.test/u/abc",
+    "due": datetime(2026, 11, 23, 11, 0, tzinfo=TOKYO),
+    "minutes": 10,
     "who": {"name": "山田太郎", "tier": "vip", "registered": True, "call_number": 3},
     "what": {"transcript": "責任者を出して", "intent": ["manager"], "purpose": "speech"},
     "where": {"line": "+815012345678", "services": ["mail"]},
@@ -69,7 +77,8 @@ def test_japanese_is_japanese_and_english_is_ascii(name):
         **SAMPLE, "text": "Mail is down.", "name": "Taro", "status": "We found the cause.",
         "transcript": "help", "who": {**SAMPLE["who"], "name": "Taro"},
         "what": {**SAMPLE["what"], "transcript": "get me a manager"},
-        "why": {**SAMPLE["why"], "note": "second callback"}})
+        "why": {**SAMPLE["why"], "note": "second callback"},
+        "sender": "Support", "title": "Mail outage"})
     assert any("\u3040" <= ch <= "\u30ff" for ch in ja), ja
     assert en.isascii(), en
     assert "  " not in en
@@ -79,7 +88,10 @@ def test_japanese_is_japanese_and_english_is_ascii(name):
 def test_every_template_renders_with_empty_values(name):
     empty = {"text": "", "eta": None, "next_update": None, "position": None, "status": None,
              "status_code": None, "name": "", "tags": [], "purpose": "", "transcript": "",
-             "waited_minutes": 0, "trigger": "", "incident_start": None, "first_call": None,
+             "waited_minutes": 0, "trigger": "", "intent": [], "offer_sms": False,
+             "sender": "", "title": "", "auto": True, "optout_url": "",
+             "due": datetime(2026, 11, 23, 11, 0, tzinfo=TOKYO), "minutes": 1,
+             "incident_start": None, "first_call": None,
              "who": {"name": "", "tier": "", "registered": False, "call_number": 1},
              "what": {"transcript": "", "intent": [], "purpose": ""},
              "where": {"line": "", "services": []},
@@ -118,7 +130,8 @@ def test_sms_keeps_the_lines():
     kept = SHIPPED.render("menu", "ja", keep_lines=True)
     assert kept.splitlines() == ["ご用件をお話しください。",
                                  "ただいまご案内した障害についてのお問い合わせは1を、",
-                                 "その他のお問い合わせは2を押してください。"]
+                                 "その他のお問い合わせは2を押してください。",
+                                 "SMSでのお知らせを停止、または再開する場合は9を押してください。"]
 
 
 def write(root: Path, lang: str, name: str, text: str) -> Path:

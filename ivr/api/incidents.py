@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, g, jsonify, request
 
-from ivr import current_services, incident
+from ivr import current_services, incident, progress
 from ivr.api import bp
 from ivr.errors import invalid
 from ivr.validate import json_object
@@ -15,8 +15,15 @@ def declare() -> tuple[Response, int]:
     """Declare an incident: from now on every matching caller hears its announcement."""
     svc = current_services()
     fields = incident.parse_new(json_object(request), svc)
+    draft = {**fields, "id": "draft", "next_update_at": incident.first_due(svc, fields)}
+    sms = progress.checked_preview(svc, draft, {"kind": "declared",
+                                                "message": fields["announcement"]},
+                                   "announcement", enforce=fields["notify"])
     doc = incident.declare(svc, fields, g.admin)
-    return jsonify(incident.load(svc, doc["id"])), 201
+    if doc["notify"]:
+        progress.queue_fan_out(svc, doc, 0, urgent=True)
+    progress.schedule(svc, doc)
+    return jsonify({**incident.load(svc, doc["id"]), "sms_preview": sms}), 201
 
 
 @bp.get("/incidents")
@@ -48,8 +55,14 @@ def post_update(incident_id: str) -> tuple[Response, int]:
     """A progress update: callers in the queue hear it and the update clock restarts."""
     svc = current_services()
     update = incident.parse_update(json_object(request), svc)
+    current = incident.load(svc, incident_id)
+    sms = progress.checked_preview(svc, {**current, **update}, {"kind": "update", **update},
+                                   "message", enforce=current.get("notify", True))
     doc, entry = incident.post_update(svc, incident_id, update, g.admin)
-    return jsonify(update=entry, incident=incident.load(svc, doc["id"])), 201
+    if doc.get("notify", True):
+        progress.queue_fan_out(svc, doc, entry["seq"], urgent=doc["severity"] == "critical")
+    progress.schedule(svc, doc)
+    return jsonify(update=entry, incident=incident.load(svc, doc["id"]), sms_preview=sms), 201
 
 
 @bp.post("/incidents/<incident_id>/resolve")
@@ -57,5 +70,10 @@ def resolve(incident_id: str) -> Response:
     """Close the incident: callers stop hearing it and the update clock stops."""
     svc = current_services()
     update = incident.parse_update(json_object(request), svc, closing=True)
-    incident.resolve(svc, incident_id, update["message"], g.admin)
-    return jsonify(incident.load(svc, incident_id))
+    current = incident.load(svc, incident_id)
+    sms = progress.checked_preview(svc, current, {"kind": "resolved", **update}, "message",
+                                   enforce=current.get("notify", True))
+    doc = incident.resolve(svc, incident_id, update["message"], g.admin)
+    if doc.get("notify", True):
+        progress.queue_fan_out(svc, doc, doc["update_seq"], urgent=True)
+    return jsonify({**incident.load(svc, incident_id), "sms_preview": sms})

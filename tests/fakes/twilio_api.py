@@ -10,7 +10,9 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -34,6 +36,8 @@ class FakeTwilio:
 
     requests: list[Recorded] = field(default_factory=list)
     fail_next: list[tuple[int, int]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    delay: float = 0.0
     url: str = ""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -53,13 +57,24 @@ class FakeTwilio:
         with self._lock:
             self.requests.clear()
             self.fail_next.clear()
+            self.messages.clear()
+            self.delay = 0.0
+
+    def sent_to(self) -> dict[str, int]:
+        """How many messages Twilio accepted per number."""
+        counts: dict[str, int] = {}
+        for message in self.messages:
+            counts[message["to"]] = counts.get(message["to"], 0) + 1
+        return counts
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         req = Request(environ)
         form = parse_qs(req.get_data(as_text=True), keep_blank_values=True)
+        if self.delay:
+            time.sleep(self.delay)
         with self._lock:
             self.requests.append(Recorded(req.method, req.path, form))
-            failure = self.fail_next.pop(0) if self.fail_next else None
+            failure = self.fail_next.pop(0) if self.fail_next and req.method == "POST" else None
             n = next(self._ids)
         if failure:
             status, code = failure
@@ -76,10 +91,16 @@ class FakeTwilio:
             answer.update(sid=f"CA{n:032x}", to=form.get("To", [""])[0], status="queued")
         elif req.path.endswith("/Messages.json") and req.method == "POST":
             answer.update(sid=f"SM{n:032x}", to=form.get("To", [""])[0],
-                          body=form.get("Body", [""])[0], num_segments="1")
+                          body=form.get("Body", [""])[0], num_segments="1",
+                          date_created=formatdate(usegmt=True))
+            with self._lock:
+                self.messages.append(answer)
         elif req.path.endswith("/Messages.json"):
-            answer = {"messages": [], "meta": {"page": 0, "page_size": 50, "key": "messages",
-                                               "next_page_url": None}}
+            to = req.args.get("To")
+            with self._lock:
+                found = [m for m in reversed(self.messages) if to in (None, m["to"])]
+            answer = {"messages": found, "meta": {"page": 0, "page_size": 50,
+                                                  "key": "messages", "next_page_url": None}}
         return Response(json.dumps(answer), 201 if req.method == "POST" else 200,
                         mimetype="application/json")(environ, start_response)
 

@@ -97,14 +97,19 @@ def test_queue_wait_tells_the_latest_incident_status(admin, twilio_post, svc):
     sid = new_sid()
     call_in(twilio_post, sid, "+819012345678", Digits="1")
     root = parse_twiml(twilio_post("/voice/queue-wait", CallSid=sid, QueuePosition="1"))
-    assert "障害の原因につきましては、現在確認中です。" in root[0].text
+    assert verbs(root) == ["Gather", "Play"]
+    assert "障害の原因につきましては、現在確認中です。" in root[0].find("Say").text
     admin.post(f"/api/incidents/{inc['id']}/updates",
                json={"message": "原因を特定し、復旧作業を進めております。", "status": "identified"})
     root = parse_twiml(twilio_post("/voice/queue-wait", CallSid=sid, QueuePosition="1"))
-    assert root[0].text == ("ただいま1番目にお待ちいただいております。"
-                            "障害の最新状況をお知らせします。"
-                            "原因を特定し、復旧作業を進めております。"
-                            "お待たせして申し訳ございません。このままお待ちください。")
+    offer = root[0]
+    assert offer.attrib == {"action": f"{PUBLIC_BASE_URL}/voice/queue-key", "input": "dtmf",
+                            "method": "POST", "numDigits": "1", "timeout": "1"}
+    assert offer.find("Say").text == ("ただいま1番目にお待ちいただいております。"
+                                      "障害の最新状況をお知らせします。"
+                                      "原因を特定し、復旧作業を進めております。"
+                                      "お待たせして申し訳ございません。このままお待ちください。"
+                                      "この障害の経過をSMSでお受け取りになる場合は、1を押してください。")
 
 
 def test_operator_takes_the_highest_priority_caller_and_hears_context(admin, twilio_post, svc,

@@ -1,0 +1,175 @@
+"""Measure the global SMS rate limiter with N worker processes sending as fast as it allows.
+
+Run from the repository root:
+    python bench/sms_rate_bench.py --workers 1 2 4 --mps 30 --seconds 5
+
+Nothing reaches Twilio. Each process picks a message size from --segments, calls
+SegmentRate.attempt() until the limiter grants it, and records the Redis server time of
+the grant. For each worker count the script prints the rate achieved over the first
+--seconds after the first grant, that rate as a share of --mps, and the most segments
+granted in any 1-second sliding window [t, t + 1 s). The limiter promises that last number
+is at most ceil(mps).
+
+The script starts its own redis-server on a unix socket in a temp dir. If REDIS_URL is set
+it uses that server instead, with a throwaway key that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ivr import keys  # noqa: E402
+from ivr.ratelimit import SegmentRate  # noqa: E402
+
+WINDOW_US = 1_000_000
+
+
+@contextmanager
+def redis_url() -> Iterator[str]:
+    """REDIS_URL if set, else a private redis-server on a unix socket for the run."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed and REDIS_URL is not set")
+    with tempfile.TemporaryDirectory(prefix="sms-rate-bench-") as tmp:
+        sock = Path(tmp) / "redis.sock"
+        proc = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"unix://{sock}"
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with redis.Redis.from_url(url) as probe:
+                        probe.ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+def send_loop(url: str, key: str, mps: float, headroom: int | None, sizes: list[int],
+              seconds: float, seed: int, barrier: Any, results: Any) -> None:
+    """One worker: take grants for `seconds` of server time and report (time_us, segments)."""
+    rng = random.Random(seed)
+    with redis.Redis.from_url(url) as client:
+        rate = SegmentRate(client, key, mps, headroom=headroom)
+        barrier.wait()
+        grants: list[tuple[int, int]] = []
+        attempts = 0
+        end_us: int | None = None
+        size = rng.choice(sizes)
+        while True:
+            attempt = rate.attempt(size)
+            attempts += 1
+            if end_us is None:
+                end_us = attempt.server_us + int(seconds * 1_000_000)
+            if attempt.granted:
+                grants.append((attempt.server_us, size))
+                size = rng.choice(sizes)
+            else:
+                time.sleep(attempt.wait)
+            if attempt.server_us >= end_us:
+                break
+    results.put((grants, attempts))
+
+
+def max_in_window(grants: list[tuple[int, int]]) -> int:
+    """The most segments granted in any half-open window [t, t + 1 s)."""
+    best = total = start = 0
+    for t, n in grants:
+        total += n
+        while grants[start][0] <= t - WINDOW_US:
+            total -= grants[start][1]
+            start += 1
+        best = max(best, total)
+    return best
+
+
+def run(url: str, workers: int, args: argparse.Namespace) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    key = f"{keys.sms_rate()}:bench:{uuid.uuid4().hex[:12]}"
+    barrier = ctx.Barrier(workers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=send_loop, args=(url, key, args.mps, args.headroom,
+                                                 args.segments, args.seconds, seed, barrier,
+                                                 results))
+             for seed in range(workers)]
+    for proc in procs:
+        proc.start()
+    grants: list[tuple[int, int]] = []
+    attempts = 0
+    for _ in procs:
+        got, tried = results.get(timeout=args.seconds + 60)
+        grants += got
+        attempts += tried
+    for proc in procs:
+        proc.join()
+    with redis.Redis.from_url(url) as client:
+        client.delete(key)
+    grants.sort()
+    first = grants[0][0]
+    measured = [n for t, n in grants if t < first + int(args.seconds * 1_000_000)]
+    rate = sum(measured) / args.seconds
+    return {"messages": len(measured), "segments": sum(measured), "rate": rate,
+            "ratio": rate / args.mps, "max_window": max_in_window(grants),
+            "attempts_per_grant": attempts / len(grants)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4],
+                        help="worker process counts to run, one run each (default 1 2 4)")
+    parser.add_argument("--mps", type=float, default=30.0,
+                        help="the limit, segments per second (default 30)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="measured seconds per run (default 5)")
+    parser.add_argument("--segments", type=int, nargs="+", default=[1, 2],
+                        help="message sizes, picked at random per message (default 1 2)")
+    parser.add_argument("--headroom", type=int, default=None,
+                        help="SegmentRate headroom (default: the limiter's own choice)")
+    args = parser.parse_args()
+
+    probe = SegmentRate(redis.Redis(), "unused", args.mps, headroom=args.headroom)
+    print(f"limit {args.mps:g} segments/s (headroom {probe.headroom}, pace {probe.pace:g}/s, "
+          f"at most {math.ceil(args.mps)} in any 1 s), messages of {args.segments} segments, "
+          f"{args.seconds:g} s per run")
+    print(f"{'workers':>7} {'messages':>8} {'segments':>8} {'rate/s':>8} {'of limit':>8} "
+          f"{'max 1s':>7} {'tries/grant':>11}")
+    with redis_url() as url:
+        for workers in args.workers:
+            r = run(url, workers, args)
+            print(f"{workers:>7} {r['messages']:>8} {r['segments']:>8} {r['rate']:>8.2f} "
+                  f"{r['ratio']:>8.1%} {r['max_window']:>7} {r['attempts_per_grant']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Delivery status of the messages we sent: the record, the counters, and what errors mean.
+
+Twilio posts a status callback for each step of a message (queued, sent, delivered or
+undelivered/failed), possibly twice and not always in order. The message record
+(keys.sms_message, created by the sender job) only moves forward, and each message adds to
+its incident's sms_delivered or sms_failed counter exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+from ivr import keys, optout
+from ivr.inbound import MESSAGE_SID
+from ivr.phone import mask, normalize
+from ivr.services import Services
+
+log = logging.getLogger(__name__)
+
+# How far along a message is; a callback never moves the record back. Final states share a
+# rank, so the first final state reported is the one kept.
+RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3,
+        "delivered": 4, "undelivered": 4, "failed": 4, "canceled": 4, "read": 5}
+COUNTER = {"delivered": "sms_delivered", "undelivered": "sms_failed", "failed": "sms_failed"}
+FAILED = ("undelivered", "failed")
+OPT_OUT_CODES = frozenset({21610})
+UNDELIVERABLE_CODES = frozenset({30004, 30005, 30006})
+RETRY_ONCE_CODES = frozenset({30003, 30008})
+RESEND_DELAY = timedelta(minutes=15)
+RESEND_JOB = "worker.sms.resend_message"
+ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
+
+# KEYS[1] message hash, KEYS[2] incident counters (the message key again when unknown).
+# ARGV: status, error code or '', counter field or '', '1' to claim the one resend, now.
+# Returns {known, status after, status changed, counted, resend claimed}.
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0, 0} end
+local RANK = {accepted=0, scheduled=0, queued=1, sending=2, sent=3,
+              delivered=4, undelivered=4, failed=4, canceled=4, read=5}
+local current = redis.call('HGET', KEYS[1], 'status') or ''
+local changed = 0
+local new_rank = RANK[ARGV[1]]
+if new_rank ~= nil and new_rank > (RANK[current] or -1) then
+  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'status_at', ARGV[5])
+  current = ARGV[1]
+  changed = 1
+end
+if ARGV[2] ~= '' then
+  if changed == 1 then
+    redis.call('HSET', KEYS[1], 'error_code', ARGV[2])
+  else
+    redis.call('HSETNX', KEYS[1], 'error_code', ARGV[2])
+  end
+end
+local counted = 0
+if ARGV[3] ~= '' and redis.call('HSETNX', KEYS[1], 'counted', ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  counted = 1
+end
+local resend = 0
+if ARGV[4] == '1' and (current == 'undelivered' or current == 'failed')
+    and redis.call('HEXISTS', KEYS[1], 'resend_of') == 0
+    and redis.call('HSETNX', KEYS[1], 'resend', ARGV[5]) == 1 then
+  resend = 1
+end
+return {1, current, changed, counted, resend}
+"""
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    """The parts of Twilio's message status callback the service uses."""
+
+    message_sid: str
+    status: str
+    error_code: int | None
+    to: str | None
+
+    @classmethod
+    def parse(cls, form: Mapping[str, str]) -> StatusCallback | None:
+        """None when the callback names no message or a status we do not know."""
+        sid = form.get("MessageSid") or form.get("SmsSid") or ""
+        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+        if not MESSAGE_SID.match(sid) or status not in RANK:
+            return None
+        code = (form.get("ErrorCode") or "").strip()
+        return cls(sid, status, int(code) if ERROR_CODE.match(code) and int(code) else None,
+                   normalize((form.get("To") or "")[:64]))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one callback did."""
+
+    known: bool
+    status: str = ""
+    changed: bool = False
+    counted: bool = False
+    opted_out: bool = False
+    undeliverable: bool = False
+    resend_queued: bool = False
+
+
+def record_status(svc: Services, callback: StatusCallback) -> Recorded:
+    """Move the message record forward, count a final state once, and act on the error code:
+    21610 opts the number out, 30004-30006 mark it undeliverable, 30003/30008 queue one resend.
+
+    A message we have no record of (not ours, or expired) is left alone.
+    """
+    sid = callback.message_sid
+    message_key = keys.sms_message(sid)
+    incident_id, to = cast(list[str | None], svc.redis.hmget(message_key, "incident_id", "to"))
+    if incident_id is None and to is None:
+        log.info("status callback for an unknown message message_sid=%s status=%s", sid,
+                 callback.status)
+        return Recorded(known=False)
+    code = callback.error_code
+    counter = COUNTER.get(callback.status, "") if incident_id else ""
+    counters_key = keys.incident_counters(incident_id) if incident_id else message_key
+    want_resend = code in RETRY_ONCE_CODES and callback.status in FAILED
+    known, status, changed, counted, resend = svc.redis.eval(
+        _RECORD, 2, message_key, counters_key, callback.status,
+        "" if code is None else str(code), counter, "1" if want_resend else "0",
+        svc.now().isoformat())
+    if not known:
+        return Recorded(known=False)
+    phone = to or callback.to
+    log.info("sms status message_sid=%s status=%s stored=%s error_code=%s to=%s", sid,
+             callback.status, status, code or "-", mask(phone))
+    opted_out = undeliverable = False
+    if phone and code in OPT_OUT_CODES:
+        opted_out = optout.opt_out(svc, phone, "twilio-21610")
+    if phone and code in UNDELIVERABLE_CODES:
+        undeliverable = bool(svc.redis.sadd(keys.sms_undeliverable(), phone))
+    if resend:
+        _queue_resend(svc, sid)
+    return Recorded(known=True, status=status, changed=bool(changed), counted=bool(counted),
+                    opted_out=opted_out, undeliverable=undeliverable,
+                    resend_queued=bool(resend))
+
+
+def _queue_resend(svc: Services, message_sid: str) -> None:
+    """Schedule the one resend of a message; the `resend` field of its record, taken in the
+    same script that recorded the failure, makes sure this runs once per message."""
+    try:
+        svc.sms_queue.enqueue_in(RESEND_DELAY, RESEND_JOB, message_sid,
+                                 job_id=f"resend-{message_sid}")
+    except Exception:
+        svc.redis.hdel(keys.sms_message(message_sid), "resend")  # a later callback may retry
+        raise
+    log.info("sms resend scheduled message_sid=%s in=%s", message_sid, RESEND_DELAY)

@@ -1,0 +1,132 @@
+"""Progress reporting by SMS: who gets a message, what it says, and when the next is due.
+
+Plain values in and out so the web (declare, update, resolve) and the worker (fan-out,
+the cadence clock) share one definition of each message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from rq.exceptions import DuplicateJobError
+
+from ivr import cadence, keys
+from ivr.errors import invalid
+from ivr.segments import over_by, segments
+from ivr.services import Services
+
+log = logging.getLogger(__name__)
+
+# The SMS template per timeline entry kind.
+TEMPLATES = {"declared": "sms_first_report", "update": "sms_update", "auto": "sms_update",
+             "resolved": "sms_resolved"}
+SAMPLE_OPTOUT = "/u/" + "x" * 26  # the longest opt-out link path a message can carry
+
+
+def _local(svc: Services, iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
+
+
+def _pick(texts: dict[str, str] | None, lang: str) -> str:
+    texts = texts or {}
+    return next((texts[x] for x in (lang, "ja", "en") if texts.get(x)), "")
+
+
+def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: str,
+             optout_url: str) -> str:
+    """The message for one timeline entry in one language: confirmed facts, 現在確認中です for
+    what is not, when the next update comes, and the opt-out link."""
+    kind = entry["kind"]
+    return svc.prompts.render(
+        TEMPLATES[kind], lang, keep_lines=True,
+        sender=svc.flows.sms["sender_name"], title=doc["title"],
+        text=_pick(entry.get("message"), lang), auto=kind == "auto",
+        status_code=entry.get("status") or doc["status"],
+        eta=_local(svc, entry.get("eta", doc.get("eta"))),
+        next_update=_local(svc, entry.get("next_update_at", doc.get("next_update_at"))),
+        optout_url=optout_url)
+
+
+@dataclass(frozen=True)
+class Preview:
+    text: str
+    segments: int
+    encoding: str
+
+
+def preview(svc: Services, doc: dict[str, Any], entry: dict[str, Any]) -> dict[str, Preview]:
+    """Each language's message with the longest opt-out link, and what it costs in segments."""
+    url = str(svc.config["PUBLIC_BASE_URL"]).rstrip("/") + SAMPLE_OPTOUT
+    out = {}
+    for lang in ("ja", "en"):
+        text = sms_text(svc, doc, entry, lang, url)
+        counted = segments(text)
+        out[lang] = Preview(text, counted.count, counted.encoding)
+    return out
+
+
+def checked_preview(svc: Services, doc: dict[str, Any], entry: dict[str, Any], field: str,
+                    *, enforce: bool = True) -> dict[str, dict[str, Any]]:
+    """The preview the API answers with; when the incident sends SMS (`enforce`), a 400
+    naming `field.<lang>` if a language the supervisor wrote would need more segments than
+    flows/sms.yaml allows, saying by how much."""
+    limit = int(svc.flows.sms["max_segments"])
+    shown = preview(svc, doc, entry)
+    for lang in (entry.get("message") or {}) if enforce else ():
+        item = shown[lang]
+        if item.segments > limit:
+            excess = over_by(item.text, limit)
+            raise invalid(f"{field}.{lang}", f"the {lang} SMS would be {item.segments} segments, "
+                                             f"{item.segments - limit} over the limit of {limit}:"
+                                             f" shorten it by {excess} characters")
+    return {lang: {"text": p.text, "segments": p.segments, "encoding": p.encoding}
+            for lang, p in shown.items()}
+
+
+def audience_keys(doc: dict[str, Any]) -> list[str]:
+    """The sets whose union is everyone this incident's SMS goes to (before filtering)."""
+    scope = doc.get("scope") or {}
+    return ([keys.customers_by_service(s) for s in scope.get("services", ())]
+            + [keys.customers_by_region(r) for r in scope.get("regions", ())]
+            + [keys.incident_subscribers(doc["id"])])
+
+
+def schedule(svc: Services, doc: dict[str, Any]) -> None:
+    """Arm the cadence clock for the incident's next_update_at: the due job, and the SV's
+    reminder shortly before. Each job checks on arrival that it is still the due one."""
+    due_iso = doc.get("next_update_at")
+    if not due_iso or doc.get("status") == "resolved":
+        return
+    due = datetime.fromisoformat(due_iso.replace("Z", "+00:00"))
+    remind = due - timedelta(minutes=int(svc.flows.sms["reminder_minutes"]))
+    stamp = int(due.timestamp())
+    jobs = [(due, "worker.sms.progress_due", f"due-{doc['id']}-{stamp}"),
+            (max(remind, svc.now()), "worker.sms.remind_supervisor",
+             f"remind-{doc['id']}-{stamp}")]
+    for when, func, job_id in jobs:
+        try:
+            svc.sms_queue.enqueue_at(when, func, doc["id"], due_iso, job_id=job_id, unique=True)
+        except DuplicateJobError:
+            log.info("already scheduled job_id=%s", job_id)
+
+
+def queue_fan_out(svc: Services, doc: dict[str, Any], seq: int, *, urgent: bool) -> None:
+    """Queue the messages of timeline entry `seq`: now, or at the end of quiet hours for a
+    routine update of a non-critical incident."""
+    now = svc.now()
+    when = now if urgent else cadence.held(svc.flows, doc["severity"], now, svc.tz)
+    job_id = f"fanout-{doc['id']}-{seq}"
+    try:
+        if when <= now:
+            svc.sms_queue.enqueue("worker.sms.fan_out", doc["id"], seq, job_id=job_id,
+                                  unique=True)
+        else:
+            svc.sms_queue.enqueue_at(when, "worker.sms.fan_out", doc["id"], seq, job_id=job_id,
+                                     unique=True)
+            log.info("sms held for quiet hours incident=%s seq=%s until=%s", doc["id"], seq,
+                     when.isoformat())
+    except DuplicateJobError:
+        log.info("fan-out already queued job_id=%s", job_id)

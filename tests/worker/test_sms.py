@@ -1,0 +1,303 @@
+"""SMS first report and progress updates, run by a real RQ worker against the fake Twilio."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr import keys
+from tests.conftest import PUBLIC_BASE_URL
+from tests.voice.helpers import add_customer, declare
+
+JA = "+819012340001"
+EN = "+819012340002"
+VIP = "+819012340003"
+LANDLINE = "+81312345678"
+OPTED_OUT = "+819012340004"
+DECLINED = "+819012340005"
+ELSEWHERE = "+819012340006"
+
+
+@pytest.fixture
+def customers(svc) -> None:
+    add_customer(svc, JA)
+    add_customer(svc, EN, language="en", name="Pat")
+    add_customer(svc, VIP, tier="vip", services=["mail", "web"])
+    add_customer(svc, LANDLINE, mobile=False)
+    add_customer(svc, OPTED_OUT)
+    svc.redis.sadd(keys.sms_optout(), OPTED_OUT)
+    add_customer(svc, DECLINED, sms_opt_in=False)
+    add_customer(svc, ELSEWHERE, services=["web"], region="kansai")
+    for phone in (JA, EN, VIP, LANDLINE, OPTED_OUT, DECLINED):
+        svc.redis.sadd(keys.customers_by_service("mail"), phone)
+    svc.redis.sadd(keys.customers_by_service("web"), VIP, ELSEWHERE)
+
+
+def bodies(fake_twilio) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for message in fake_twilio.messages:
+        out.setdefault(message["to"], []).append(message["body"])
+    return out
+
+
+def test_first_report_goes_once_to_every_affected_mobile_that_wants_it(
+        admin, customers, svc, fake_twilio, run_jobs):
+    inc = declare(admin)
+    assert inc["sms_preview"]["ja"]["segments"] >= 1
+    run_jobs()
+    sent = bodies(fake_twilio)
+    assert sorted(sent) == sorted([JA, EN, VIP])
+    ja = sent[JA][0].split("\n")
+    assert ja[0] == "【サポートセンター】メール障害のお知らせ"
+    assert ja[1] == "現在、メールサービスがご利用いただけない状況です。"
+    assert "原因と影響範囲は現在確認中です。" in ja
+    assert "復旧見込み: 現在確認中です" in ja
+    assert "次回のお知らせ: 11時00分ごろ" in ja
+    assert ja[-1].startswith(f"配信停止: {PUBLIC_BASE_URL}/u/")
+    assert sent[EN][0].startswith("[サポートセンター] メール障害\nOur mail service is currently "
+                                  "unavailable.")
+    posts = fake_twilio.messages_sent()
+    assert {p.one("StatusCallback") for p in posts} == {f"{PUBLIC_BASE_URL}/sms/status"}
+    assert {p.one("From") for p in posts} == {"+815012345678"}
+    shown = admin.get(f"/api/incidents/{inc['id']}").get_json()
+    assert shown["counters"]["sms_sent"] == 3
+    for message in fake_twilio.messages:
+        record = svc.redis.hgetall(keys.sms_message(message["sid"]))
+        assert (record["incident_id"], record["seq"]) == (inc["id"], "0")
+
+
+def test_duplicate_enqueues_and_repeated_batches_send_nothing_twice(
+        admin, customers, svc, fake_twilio, run_jobs):
+    inc = declare(admin)
+    run_jobs()
+    svc.sms_queue.enqueue("worker.sms.fan_out", inc["id"], 0, job_id="again-1")
+    svc.sms_queue.enqueue("worker.sms.send_batch", inc["id"], 0, [JA, EN, VIP],
+                          job_id="again-2")
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
+
+
+def test_an_update_resolved_before_it_went_out_is_not_sent(admin, customers, fake_twilio,
+                                                          run_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 1
+    assert texts[0].startswith("【サポートセンター】メール障害は復旧いたしました")
+
+
+def test_notify_false_sends_nothing(admin, customers, fake_twilio, run_jobs):
+    declare(admin, notify=False)
+    run_jobs()
+    assert fake_twilio.messages == []
+
+
+def test_a_claim_left_by_a_dead_worker_is_settled_from_twilios_record(
+        admin, customers, svc, fake_twilio, run_jobs, clock):
+    from ivr import progress
+    from ivr.optout import optout_url
+
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected", notify=False)
+    doc = admin.get(f"/api/incidents/{inc['id']}").get_json()
+    body = progress.sms_text(svc, doc, doc["timeline"][0], "ja", optout_url(svc.config, JA))
+    # the worker died after Twilio took the message but before it stored the MessageSid
+    fake_twilio.messages.append({"sid": "SM" + "a" * 32, "to": JA, "body": body,
+                                 "status": "sent", "date_created": None})
+    claim = keys.sms_claim(inc["id"], 0, JA)
+    svc.redis.set(claim, f"pending:{int(clock.time_to_freeze.timestamp())}")
+    clock.tick(120)
+    svc.sms_queue.enqueue("worker.sms.send_batch", inc["id"], 0, [JA])
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1}
+    assert len(fake_twilio.messages_sent()) == 0
+    assert svc.redis.get(claim) == "SM" + "a" * 32
+
+
+def test_a_stale_claim_with_nothing_at_twilio_is_sent_once(admin, customers, svc, fake_twilio,
+                                                          run_jobs, clock):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected", notify=False)
+    claim = keys.sms_claim(inc["id"], 0, JA)
+    svc.redis.set(claim, f"pending:{int(clock.time_to_freeze.timestamp())}")
+    svc.sms_queue.enqueue("worker.sms.send_batch", inc["id"], 0, [JA])
+    run_jobs()
+    assert fake_twilio.messages == []  # in flight elsewhere: not touched
+    clock.tick(61)
+    svc.sms_queue.enqueue("worker.sms.send_batch", inc["id"], 0, [JA])
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1}
+    assert svc.redis.get(claim).startswith("SM")
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
+def test_transient_errors_are_retried(admin, customers, svc, fake_twilio, run_jobs, status, code):
+    fake_twilio.fail_next.append((status, code))
+    declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1}
+    assert len(fake_twilio.messages_sent()) == 2
+
+
+def test_permanent_errors_are_recorded_not_retried(admin, customers, svc, fake_twilio,
+                                                   run_jobs):
+    fake_twilio.fail_next.append((400, 21211))
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    assert fake_twilio.messages == []
+    assert len(fake_twilio.messages_sent()) == 1
+    assert svc.redis.get(keys.sms_claim(inc["id"], 0, JA)) == "failed:21211"
+    assert admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]["sms_failed"] == 1
+
+
+def test_21610_marks_the_number_opted_out(admin, customers, svc, fake_twilio, run_jobs):
+    fake_twilio.fail_next.append((400, 21610))
+    declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    assert svc.redis.sismember(keys.sms_optout(), JA)
+
+
+def test_21408_halts_the_fan_out_and_keeps_the_rest_unsent(admin, customers, svc, fake_twilio,
+                                                           run_jobs):
+    fake_twilio.fail_next.append((400, 21408))
+    inc = declare(admin)
+    run_jobs()
+    assert fake_twilio.messages == []
+    assert len(fake_twilio.messages_sent()) == 1
+    assert svc.redis.get(keys.sms_halt(inc["id"], 0)) == "21408"
+    for phone in (JA, EN, VIP):
+        assert not svc.redis.exists(keys.sms_claim(inc["id"], 0, phone))
+
+
+def test_announcement_over_the_segment_limit_is_refused_and_nothing_written(admin, svc):
+    before = svc.redis.dbsize()
+    response = admin.post("/api/incidents", json={
+        "title": "障害", "severity": "major", "announcement": {"ja": "あ" * 300}})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["field"] == "announcement.ja"
+    assert "over the limit of 4" in error["message"]
+    assert "shorten it by" in error["message"]
+    assert svc.redis.dbsize() == before
+    assert svc.sms_queue.count == 0
+
+
+def test_update_is_sent_at_once_and_restarts_the_clock(admin, customers, svc, fake_twilio,
+                                                      run_jobs, clock, release_due_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    clock.tick(30 * 60)  # 10:30
+    response = admin.post(f"/api/incidents/{inc['id']}/updates",
+                          json={"message": "原因を特定しました。", "status": "identified"})
+    assert response.status_code == 201
+    assert response.get_json()["incident"]["next_update_at"] == "2026-11-23T02:30:00Z"
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 2
+    assert "原因を特定しました。" in bodies(fake_twilio)[JA][1]
+    assert "次回のお知らせ: 11時30分ごろ" in bodies(fake_twilio)[JA][1]
+    clock.tick(30 * 60)  # 11:00, the first due time, now superseded
+    release_due_jobs()
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 2
+
+
+def test_no_news_sends_still_working_with_the_next_time(admin, customers, svc, fake_twilio,
+                                                       run_jobs, clock, release_due_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    clock.tick(60 * 60)  # 11:00
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 2
+    assert "引き続き対応中です。" in texts[1]
+    assert "次回のお知らせ: 12時00分ごろ" in texts[1]
+    doc = admin.get(f"/api/incidents/{inc['id']}").get_json()
+    assert doc["next_update_at"] == "2026-11-23T03:00:00Z"
+    assert doc["timeline"][-1]["kind"] == "auto"
+
+
+def test_supervisor_is_reminded_ten_minutes_before(admin, customers, svc, fake_twilio, run_jobs,
+                                                  clock, release_due_jobs):
+    admin.put("/api/supervisors", json=[{"name": "高橋", "phone": "+819011110001",
+                                         "skills": ["general"], "level": 3, "on_call": True,
+                                         "order": 1}])
+    declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    clock.tick(49 * 60)
+    release_due_jobs()
+    run_jobs()
+    assert "+819011110001" not in bodies(fake_twilio)
+    clock.tick(60)  # 10:50
+    release_due_jobs()
+    run_jobs()
+    reminder = bodies(fake_twilio)["+819011110001"]
+    assert reminder == ["【サポートセンター】メール障害: 次回の経過報告は11時00分です（あと10分）。"
+                        "新しい情報があれば、それまでに更新を登録してください。"
+                        "登録がない場合は「引き続き対応中です」と送信されます。"]
+
+
+def test_quiet_hours_hold_routine_updates_but_not_first_reports(admin, customers, svc,
+                                                               fake_twilio, run_jobs, clock,
+                                                               release_due_jobs):
+    clock.move_to("2026-11-23T12:30:00Z")  # 21:30 in Tokyo
+    inc = declare(admin, severity="minor", scope={"numbers": [JA]}, audience="affected")
+    assert inc["next_update_at"] == "2026-11-23T23:00:00Z"  # 08:00 next morning
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 1  # the first report is never held
+    admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "調査を継続しています。"})
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 1  # the update waits for the morning
+    clock.move_to("2026-11-23T23:00:00Z")
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert "調査を継続しています。" in texts[1]
+
+
+def test_critical_updates_and_closing_messages_ignore_quiet_hours(admin, customers, svc,
+                                                                 fake_twilio, run_jobs, clock,
+                                                                 release_due_jobs):
+    clock.move_to("2026-11-23T13:00:00Z")  # 22:00 in Tokyo
+    inc = declare(admin, severity="critical", scope={"numbers": [JA]}, audience="affected")
+    assert inc["next_update_at"] == "2026-11-23T13:30:00Z"
+    run_jobs()
+    clock.tick(30 * 60)
+    release_due_jobs()
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 2
+    minor = declare(admin, severity="minor", scope={"numbers": [EN]}, audience="affected")
+    run_jobs()
+    response = admin.post(f"/api/incidents/{minor['id']}/resolve",
+                          json={"message": {"en": "Mail is back."}})
+    assert response.status_code == 200
+    run_jobs()
+    assert bodies(fake_twilio)[EN][-1].startswith("[サポートセンター] Resolved: メール障害\n"
+                                                  "Mail is back.")
+
+
+def test_resolution_stops_the_clock(admin, customers, svc, fake_twilio, run_jobs, clock,
+                                    release_due_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 2
+    assert bodies(fake_twilio)[JA][1].startswith("【サポートセンター】メール障害は復旧いたしました")
+    clock.tick(2 * 3600)
+    release_due_jobs()
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 2
+
+
+def test_sweep_requeues_a_recipient_whose_batch_was_lost(admin, customers, svc, fake_twilio,
+                                                         run_jobs, clock, release_due_jobs):
+    from rq import SimpleWorker
+
+    declare(admin)
+    SimpleWorker([svc.sms_queue], connection=svc.rq_redis).work(burst=True, max_jobs=1)
+    assert svc.sms_queue.get_job_ids()  # the fan-out queued its batches…
+    svc.sms_queue.empty()  # …and they are lost (say, out of retries)
+    assert fake_twilio.messages == []
+    clock.tick(10 * 60)
+    release_due_jobs()
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}

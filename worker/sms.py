@@ -1,0 +1,355 @@
+"""SMS jobs: fan-out of one incident update, the sends themselves (exactly once, within the
+global rate), the sweep that catches anyone missed, and the cadence clock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from requests.exceptions import RequestException
+from rq import Retry
+from rq.exceptions import DuplicateJobError
+from twilio.base.exceptions import TwilioRestException
+
+from ivr import cadence, customer, incident, keys, progress, supervisor
+from ivr.optout import opt_out, optout_url
+from ivr.phone import mask
+from ivr.ratelimit import SegmentRate
+from ivr.segments import segments
+from ivr.services import Services
+from ivr.urls import public_url
+from worker import worker_services
+
+log = logging.getLogger(__name__)
+
+PERMANENT = {21211, 21610, 21614, 21635}
+STOP_AND_ALERT = {21408, 30007}
+BATCH_RETRY = Retry(max=5, interval=[5, 15, 60, 120, 300])
+SCAN_COUNT = 1000
+ENQUEUE_CHUNK = 500
+AUTO_MESSAGE = {"ja": "引き続き対応中です。", "en": "We are still working on it."}
+
+# Replace a stale 'pending:…' claim only if nobody else replaced it first.
+# KEYS: claim; ARGV: expected value, new value, ttl
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _retryable(e: TwilioRestException) -> bool:
+    return e.status == 429 or e.code == 20429 or e.status >= 500
+
+
+def _entry(doc: dict[str, Any], seq: int) -> dict[str, Any] | None:
+    return next((e for e in doc["timeline"]
+                 if e.get("seq") == seq and e["kind"] in progress.TEMPLATES), None)
+
+
+def _sender(svc: Services) -> dict[str, str]:
+    service = svc.config.get("TWILIO_MESSAGING_SERVICE_SID")
+    return {"messaging_service_sid": service} if service else {
+        "from_": svc.config["TWILIO_FROM_NUMBER"]}
+
+
+def _rate(svc: Services) -> SegmentRate:
+    return SegmentRate(svc.redis, keys.sms_rate(), float(svc.config["IVR_SMS_MPS"]))
+
+
+def fan_out(incident_id: str, seq: int) -> int:
+    """Freeze the recipients of update `seq` and queue them in batches; return how many."""
+    svc = worker_services()
+    doc = incident.load(svc, incident_id)
+    entry = _entry(doc, seq)
+    if entry is None or not doc.get("notify", True):
+        return 0
+    if entry["kind"] != "resolved" and doc["status"] == "resolved":
+        log.info("update superseded by resolution incident=%s seq=%s", incident_id, seq)
+        return 0
+    audience = keys.sms_audience(incident_id, seq)
+    if not svc.redis.exists(audience):
+        pipe = svc.redis.pipeline(transaction=True)
+        sources = progress.audience_keys(doc)
+        pipe.sunionstore(audience, sources)
+        numbers = doc.get("scope", {}).get("numbers") or []
+        if numbers:
+            pipe.sadd(audience, *numbers)
+        pipe.expire(audience, keys.SMS_AUDIENCE_TTL)
+        pipe.execute()
+    total = _queue_batches(svc, incident_id, seq, _scan(svc, audience), tag="b")
+    _schedule_sweep(svc, incident_id, seq, 1)
+    log.info("fan-out queued incident=%s seq=%s recipients=%d", incident_id, seq, total)
+    return total
+
+
+def _scan(svc: Services, key: str) -> list[str]:
+    return sorted(svc.redis.sscan_iter(key, count=SCAN_COUNT))
+
+
+def _queue_batches(svc: Services, incident_id: str, seq: int, phones: list[str], tag: str
+                   ) -> int:
+    """Queue `phones` in batch jobs with ids fixed by their position, so re-running the
+    fan-out (worker death) names the same jobs, and a repeated batch sends nothing twice."""
+    size = int(svc.flows.sms["batch_size"])
+    mps = float(svc.config["IVR_SMS_MPS"])
+    timeout = int(60 + size * 3 / mps)
+    datas = [
+        svc.sms_queue.prepare_data(
+            "worker.sms.send_batch", (incident_id, seq, phones[i:i + size]),
+            job_id=f"sms-{incident_id}-{seq}-{tag}{i // size}", timeout=timeout,
+            retry=BATCH_RETRY, result_ttl=3600)
+        for i in range(0, len(phones), size)
+    ]
+    for i in range(0, len(datas), ENQUEUE_CHUNK):
+        with svc.rq_redis.pipeline() as pipe:
+            svc.sms_queue.enqueue_many(datas[i:i + ENQUEUE_CHUNK], pipeline=pipe)
+            pipe.execute()
+    return len(phones)
+
+
+def _schedule_sweep(svc: Services, incident_id: str, seq: int, round_: int) -> None:
+    try:
+        svc.sms_queue.enqueue_in(
+            timedelta(minutes=int(svc.flows.sms["sweep_after_minutes"])),
+            "worker.sms.sweep", incident_id, seq, round_,
+            job_id=f"sweep-{incident_id}-{seq}-{round_}", unique=True)
+    except DuplicateJobError:
+        pass
+
+
+def sweep(incident_id: str, seq: int, round_: int = 1) -> int:
+    """Queue again every recipient of a fan-out with no message yet: no claim (a batch that
+    ran out of retries) or a claim still pending (its worker died mid-send; the send job
+    settles it from Twilio's record). Nobody is skipped silently. Up to three rounds."""
+    svc = worker_services()
+    phones = _scan(svc, keys.sms_audience(incident_id, seq))
+    pipe = svc.redis.pipeline(transaction=False)
+    for phone in phones:
+        pipe.get(keys.sms_claim(incident_id, seq, phone))
+    missing = [p for p, claim in zip(phones, pipe.execute(), strict=True)
+               if claim is None or claim.startswith("pending:")]
+    if missing and not svc.redis.exists(keys.sms_halt(incident_id, seq)):
+        log.warning("sweep re-queues incident=%s seq=%s missing=%d", incident_id, seq,
+                    len(missing))
+        _queue_batches(svc, incident_id, seq, missing, tag=f"s{round_}-")
+        if round_ < 3:
+            _schedule_sweep(svc, incident_id, seq, round_ + 1)
+    return len(missing)
+
+
+def send_batch(incident_id: str, seq: int, phones: list[str]) -> dict[str, int]:
+    """Send update `seq` to each number at most once; safe to run again after a crash."""
+    svc = worker_services()
+    doc = incident.load(svc, incident_id)
+    entry = _entry(doc, seq)
+    outcomes: dict[str, int] = {}
+    if entry is None:
+        return outcomes
+    rate = _rate(svc)
+    for phone in phones:
+        result = deliver(svc, doc, entry, seq, phone, rate)
+        outcomes[result] = outcomes.get(result, 0) + 1
+        if result == "halted":
+            break
+    return outcomes
+
+
+def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int | str,
+            phone: str, rate: SegmentRate) -> str:
+    """One message to one number: 'sent', 'skipped' (done before, in flight, not wanted),
+    'failed' (permanent for this number) or 'halted' (the fan-out must stop)."""
+    incident_id = doc["id"]
+    if svc.redis.exists(keys.sms_halt(incident_id, seq)):
+        return "halted"
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.sismember(keys.sms_optout(), phone)
+    pipe.sismember(keys.sms_undeliverable(), phone)
+    pipe.hgetall(keys.customer(phone))
+    opted_out, undeliverable, data = pipe.execute()
+    found = customer.Customer.from_hash(data)
+    if opted_out or undeliverable or (found and (not found.mobile or not found.sms_opt_in)):
+        return "skipped"
+    lang = found.language if found else "ja"
+    body = progress.sms_text(svc, doc, entry, lang, optout_url(svc.config, phone))
+    claim = keys.sms_claim(incident_id, seq, phone)
+    if not _claim(svc, claim, phone, body):
+        return "skipped"
+    return _send(svc, incident_id, seq, phone, body, claim, rate)
+
+
+def _claim(svc: Services, claim: str, phone: str, body: str) -> bool:
+    """Take the send for this (incident, update, number). A stale 'pending' left by a dead
+    worker is settled from Twilio's record: if Twilio has the message, it is recorded and
+    not sent again."""
+    now = int(svc.now().timestamp())
+    mine = f"pending:{now}"
+    if svc.redis.set(claim, mine, nx=True, ex=keys.SMS_TTL):
+        return True
+    value = svc.redis.get(claim) or ""
+    if not value.startswith("pending:"):
+        return False
+    since = int(value.split(":", 1)[1])
+    if now - since < int(svc.flows.sms["settle_after_seconds"]):
+        return False  # another worker is sending it right now
+    sent = _find_sent(svc, phone, body, since)
+    if sent is not None:
+        svc.redis.eval(_TAKE_OVER, 1, claim, value, sent, keys.SMS_TTL)
+        log.info("settled from twilio message_sid=%s to=%s", sent, mask(phone))
+        return False
+    return bool(svc.redis.eval(_TAKE_OVER, 1, claim, value, mine, keys.SMS_TTL))
+
+
+def _find_sent(svc: Services, phone: str, body: str, since: int) -> str | None:
+    """Twilio's own record: a message with this body to this number since the claim."""
+    after = datetime.fromtimestamp(since - 60).astimezone()
+    for message in svc.twilio.messages.list(to=phone, limit=50):
+        created = message.date_created
+        if message.body == body and (created is None or created >= after):
+            return str(message.sid)
+    return None
+
+
+def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
+          claim: str, rate: SegmentRate) -> str:
+    count = segments(body).count
+    for attempt in range(3):
+        rate.acquire(count)
+        try:
+            message = svc.twilio.messages.create(
+                to=phone, body=body, status_callback=public_url(svc.config, "/sms/status"),
+                **_sender(svc))
+            break
+        except TwilioRestException as e:
+            if _retryable(e):
+                if attempt < 2:
+                    time.sleep(min(8.0, 0.5 * 2 ** attempt) + random.uniform(0, 0.5))
+                    continue
+                svc.redis.delete(claim)  # Twilio took nothing: the job's retry may send
+                raise
+            return _refused(svc, incident_id, seq, phone, claim, e)
+        except RequestException:
+            log.warning("sms outcome unknown, left to settle incident=%s to=%s",
+                        incident_id, mask(phone))
+            raise
+    sid = str(message.sid)
+    pipe = svc.redis.pipeline(transaction=True)
+    pipe.set(claim, sid, ex=keys.SMS_TTL)
+    pipe.hset(keys.sms_message(sid), mapping={
+        "incident_id": incident_id, "seq": str(seq), "to": phone,
+        "status": str(message.status or "queued"), "segments": str(count),
+        "created_at": svc.now().isoformat()})
+    pipe.expire(keys.sms_message(sid), keys.SMS_TTL)
+    pipe.hincrby(keys.incident_counters(incident_id), "sms_sent", 1)
+    pipe.execute()
+    return "sent"
+
+
+def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim: str,
+             e: TwilioRestException) -> str:
+    """Twilio said no: permanent for this number, or a problem that must stop the fan-out."""
+    code = int(e.code or 0)
+    if code in STOP_AND_ALERT:
+        svc.redis.delete(claim)  # not sent: a resumed fan-out may send it
+        halt(svc, incident_id, seq, code)
+        return "halted"
+    svc.redis.set(claim, f"failed:{code}", ex=keys.SMS_TTL)
+    svc.redis.hincrby(keys.incident_counters(incident_id), "sms_failed", 1)
+    if code == 21610:
+        opt_out(svc, phone, "twilio-21610")
+    log.info("sms refused for this number code=%s to=%s", code, mask(phone))
+    return "failed"
+
+
+def halt(svc: Services, incident_id: str, seq: int | str, code: int) -> None:
+    """Stop a fan-out on a configuration or content problem and say so loudly; resending
+    blindly would only fail the same way for every recipient."""
+    if svc.redis.set(keys.sms_halt(incident_id, seq), str(code), nx=True, ex=keys.SMS_TTL):
+        log.error("sms fan-out halted incident=%s seq=%s code=%s: check the sender number, "
+                  "geo permissions and message content, then resume", incident_id, seq, code)
+
+
+def resend_message(message_sid: str) -> str | None:
+    """Send a message once more after a temporary carrier failure (30003, 30008)."""
+    svc = worker_services()
+    record = svc.redis.hgetall(keys.sms_message(message_sid))
+    if not record or record.get("resend_of"):
+        return None
+    doc = incident.load(svc, record["incident_id"])
+    entry = _entry(doc, int(record["seq"])) if record["seq"].isdigit() else None
+    if entry is None:
+        return None
+    label = f"resend-{record['seq']}"
+    result = deliver(svc, doc, entry, label, record["to"], _rate(svc))
+    sid = svc.redis.get(keys.sms_claim(doc["id"], label, record["to"]))
+    if result == "sent" and sid:
+        svc.redis.hset(keys.sms_message(sid), "resend_of", message_sid)
+    return sid
+
+
+def confirm_subscription(incident_id: str, phone: str) -> str:
+    """The one SMS that confirms a caller's key-press subscription to an incident."""
+    svc = worker_services()
+    doc = incident.load(svc, incident_id)
+    data = svc.redis.hgetall(keys.customer(phone))
+    found = customer.Customer.from_hash(data)
+    lang = found.language if found else "ja"
+    body = svc.prompts.render("sms_subscribed", lang, keep_lines=True,
+                              sender=svc.flows.sms["sender_name"], title=doc["title"],
+                              optout_url=optout_url(svc.config, phone))
+    claim = keys.sms_claim(incident_id, "subscribed", phone)
+    if not _claim(svc, claim, phone, body):
+        return "skipped"
+    return _send(svc, incident_id, "subscribed", phone, body, claim, _rate(svc))
+
+
+def progress_due(incident_id: str, due: str) -> str:
+    """The update clock ran out: hold it to the morning in quiet hours, else tell everyone
+    "引き続き対応中です" with the next time, and re-arm the clock."""
+    svc = worker_services()
+    doc = incident.load(svc, incident_id)
+    if doc["status"] == "resolved" or doc.get("next_update_at") != due:
+        return "superseded"
+    now = svc.now()
+    if cadence.held(svc.flows, doc["severity"], now, svc.tz) > now:
+        held = incident.hold(svc, incident_id, due, cadence.quiet_end(svc.flows, now, svc.tz))
+        if held:
+            progress.schedule(svc, held)
+        return "held"
+    doc, entry = incident.post_update(svc, incident_id, {"message": dict(AUTO_MESSAGE)},
+                                      "system", kind="auto")
+    progress.queue_fan_out(svc, doc, entry["seq"], urgent=True)
+    progress.schedule(svc, doc)
+    return "sent"
+
+
+def remind_supervisor(incident_id: str, due: str) -> str | None:
+    """Ten minutes before an update is due, ask the on-call SV for real news by SMS."""
+    svc = worker_services()
+    doc = incident.load(svc, incident_id)
+    if doc["status"] == "resolved" or doc.get("next_update_at") != due:
+        return None
+    people = supervisor.candidates(svc, "manager")
+    if not people:
+        log.warning("no on-call supervisor to remind incident=%s", incident_id)
+        return None
+    sv = people[0]
+    due_at = datetime.fromisoformat(due.replace("Z", "+00:00"))
+    key = keys.sms_reminder(incident_id, int(due_at.timestamp()))
+    record = json.dumps({"to": sv.phone, "name": sv.name, "sent_at": svc.now().isoformat()})
+    if not svc.redis.set(key, record, nx=True, ex=keys.SMS_TTL):
+        return None
+    minutes = max(1, round((due_at - svc.now()).total_seconds() / 60))
+    body = svc.prompts.render("sms_reminder", sv.lang, keep_lines=True,
+                              sender=svc.flows.sms["sender_name"], title=doc["title"],
+                              due=due_at.astimezone(svc.tz), minutes=minutes)
+    _rate(svc).acquire(segments(body).count)
+    message = svc.twilio.messages.create(to=sv.phone, body=body, **_sender(svc))
+    log.info("supervisor reminded incident=%s to=%s", incident_id, mask(sv.phone))
+    return str(message.sid)
