@@ -39,8 +39,8 @@ def test_menu_gather_carries_speech_hints_from_the_lexicon(twilio_post, svc):
     assert len(set(hints)) == len(hints)
 
 
-@pytest.mark.parametrize("speech", ["責任者を出してください", "上の人に代わって", "せきにんしゃ だせ",
-                                    "スーパーバイザーお願いします"])
+@pytest.mark.parametrize("speech", ["責任者を出してください", "上の人に代わって",
+                                    "せきにんしゃ だせ", "スーパーバイザーお願いします"])
 def test_asking_for_a_manager_is_a_warm_transfer(roster, twilio_post, svc, fake_twilio, run_jobs,
                                                  speech):
     add_customer(svc, CALLER)
@@ -70,7 +70,8 @@ def test_a_manager_request_about_a_refund_goes_to_billing(roster, twilio_post, s
     assert svc.redis.hget(keys.call(sid), "esc_reason") == "money"
 
 
-@pytest.mark.parametrize("speech", ["マネージャーは結構です", "パスワードマネージャーの設定がわかりません",
+@pytest.mark.parametrize("speech", ["マネージャーは結構です",
+                                    "パスワードマネージャーの設定がわかりません",
                                     "責任者は出さなくていいです"])
 def test_declines_and_other_meanings_go_to_the_queue(roster, twilio_post, svc, fake_twilio,
                                                      run_jobs, speech):
@@ -127,6 +128,7 @@ def test_key_9_without_a_usable_number_changes_nothing(twilio_post, svc):
 def test_key_1_while_waiting_subscribes_and_confirms_once(admin, twilio_post, svc, fake_twilio,
                                                           run_jobs):
     inc = declare(admin, audience="all", scope={"regions": ["kansai"]})
+    run_jobs()  # the first report went to the affected region, not to this caller
     svc.redis.sadd(keys.sms_optout(), CALLER)
     sid = start_call(twilio_post)
     twilio_post("/voice/gather", CallSid=sid, Digits="1")
@@ -140,7 +142,8 @@ def test_key_1_while_waiting_subscribes_and_confirms_once(admin, twilio_post, sv
     run_jobs()
     sent = [m for m in fake_twilio.messages if m["to"] == CALLER]
     assert len(sent) == 1
-    assert sent[0]["body"].startswith("【サポートセンター】メール障害の経過を、このSMSでお知らせいたします。")
+    assert sent[0]["body"].startswith("【サポートセンター】メール障害の経過を、"
+                                      "このSMSでお知らせいたします。")
     # later updates reach the subscriber like any affected customer
     admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "復旧作業中です。"})
     run_jobs()
