@@ -7,8 +7,21 @@ loggers are routed there too. The access log stays off: the app logs what matter
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-from ivr import logs
+# --- metrics: Prometheus multiprocess mode (ivr/metrics.py) ----------------------------------
+# Each worker writes its request-latency samples to files in PROMETHEUS_MULTIPROC_DIR, and
+# /metrics adds up every worker's files, whichever worker answers the scrape. prometheus_client
+# picks its mode when it is first imported, so the variable is set here, before the app (even
+# a --preload'ed one) is loaded. Unset, a temp dir of this master's own is used and removed on
+# exit; a dir set by ops is emptied at start (counts of an earlier run must not carry over).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ivr-prometheus-")
+    os.environ["IVR_PROMETHEUS_TMPDIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from ivr import logs  # noqa: E402  (after the variable above, in case ivr imports prometheus)
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -28,3 +41,26 @@ logconfig_dict["loggers"]["gunicorn.access"] = {
 # gunicorn >= 23 opens ~/.gunicorn/gunicorn.ctl, shared by every instance of the same user;
 # nothing here uses it (older versions ignore the setting).
 control_socket_disable = True
+
+
+# --- metrics: multiprocess dir lifecycle (see the top of this file) --------------------------
+def on_starting(server: object) -> None:
+    """Start the master with an empty metrics dir."""
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker died or was replaced: its counts stay, its live gauges go."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    """Remove the temp metrics dir this master made (never one that ops configured)."""
+    owned = os.environ.get("IVR_PROMETHEUS_TMPDIR")
+    if owned and owned == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(owned, ignore_errors=True)

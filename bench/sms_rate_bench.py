@@ -1,14 +1,17 @@
 """Measure the global SMS rate limiter with N worker processes sending as fast as it allows.
 
 Run from the repository root:
-    python bench/sms_rate_bench.py --workers 1 2 4 --mps 30 --seconds 5
+    python bench/sms_rate_bench.py                   # the two standard scenarios below
+    python bench/sms_rate_bench.py --mps 30 --segments 1 2 --workers 1 2 4 --seconds 5
 
-Nothing reaches Twilio. Each process picks a message size from --segments, calls
-SegmentRate.attempt() until the limiter grants it, and records the Redis server time of
-the grant. For each worker count the script prints the rate achieved over the first
---seconds after the first grant, that rate as a share of --mps, and the most segments
-granted in any 1-second sliding window [t, t + 1 s). The limiter promises that last number
-is at most ceil(mps).
+Nothing reaches Twilio. Each process picks a message size from the scenario's segment sizes,
+calls SegmentRate.attempt() until the limiter grants it (sleeping the wait it is told), and
+records the Redis server time of the grant. For each scenario and worker count the script
+prints the rate achieved over the first --seconds (a whole number) after the first grant,
+that rate as a share of the limit, and the most segments granted in any 1-second sliding
+window [t, t + 1 s). The limiter promises that last number is at most floor(mps).
+
+Without --mps/--segments it runs 10/s with messages of 1-4 segments and 30/s with 1-2.
 
 The script starts its own redis-server on a unix socket in a temp dir. If REDIS_URL is set
 it uses that server instead, with a throwaway key that is deleted afterwards.
@@ -17,7 +20,6 @@ it uses that server instead, with a throwaway key that is deleted afterwards.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import os
 import random
@@ -76,12 +78,12 @@ def redis_url() -> Iterator[str]:
             proc.wait(5)
 
 
-def send_loop(url: str, key: str, mps: float, headroom: int | None, sizes: list[int],
-              seconds: float, seed: int, barrier: Any, results: Any) -> None:
+def send_loop(url: str, key: str, mps: float, sizes: list[int], seconds: float, seed: int,
+              barrier: Any, results: Any) -> None:
     """One worker: take grants for `seconds` of server time and report (time_us, segments)."""
     rng = random.Random(seed)
     with redis.Redis.from_url(url) as client:
-        rate = SegmentRate(client, key, mps, headroom=headroom)
+        rate = SegmentRate(client, key, mps)
         barrier.wait()
         grants: list[tuple[int, int]] = []
         attempts = 0
@@ -114,13 +116,13 @@ def max_in_window(grants: list[tuple[int, int]]) -> int:
     return best
 
 
-def run(url: str, workers: int, args: argparse.Namespace) -> dict[str, float]:
+def run(url: str, workers: int, mps: float, sizes: list[int], seconds: int
+        ) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     key = f"{keys.sms_rate()}:bench:{uuid.uuid4().hex[:12]}"
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
-    procs = [ctx.Process(target=send_loop, args=(url, key, args.mps, args.headroom,
-                                                 args.segments, args.seconds, seed, barrier,
+    procs = [ctx.Process(target=send_loop, args=(url, key, mps, sizes, seconds, seed, barrier,
                                                  results))
              for seed in range(workers)]
     for proc in procs:
@@ -128,7 +130,7 @@ def run(url: str, workers: int, args: argparse.Namespace) -> dict[str, float]:
     grants: list[tuple[int, int]] = []
     attempts = 0
     for _ in procs:
-        got, tried = results.get(timeout=args.seconds + 60)
+        got, tried = results.get(timeout=seconds + 60)
         grants += got
         attempts += tried
     for proc in procs:
@@ -137,38 +139,45 @@ def run(url: str, workers: int, args: argparse.Namespace) -> dict[str, float]:
         client.delete(key)
     grants.sort()
     first = grants[0][0]
-    measured = [n for t, n in grants if t < first + int(args.seconds * 1_000_000)]
-    rate = sum(measured) / args.seconds
+    measured = [n for t, n in grants if t < first + seconds * 1_000_000]
+    rate = sum(measured) / seconds
     return {"messages": len(measured), "segments": sum(measured), "rate": rate,
-            "ratio": rate / args.mps, "max_window": max_in_window(grants),
+            "ratio": rate / mps, "max_window": max_in_window(grants),
             "attempts_per_grant": attempts / len(grants)}
+
+
+SCENARIOS = [(10.0, [1, 2, 3, 4]), (30.0, [1, 2])]
+"""(mps, message sizes) run when neither --mps nor --segments is given."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4],
                         help="worker process counts to run, one run each (default 1 2 4)")
-    parser.add_argument("--mps", type=float, default=30.0,
-                        help="the limit, segments per second (default 30)")
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="measured seconds per run (default 5)")
-    parser.add_argument("--segments", type=int, nargs="+", default=[1, 2],
-                        help="message sizes, picked at random per message (default 1 2)")
-    parser.add_argument("--headroom", type=int, default=None,
-                        help="SegmentRate headroom (default: the limiter's own choice)")
+    parser.add_argument("--mps", type=float, default=None,
+                        help="the limit, segments per second (default: the standard scenarios)")
+    parser.add_argument("--segments", type=int, nargs="+", default=None,
+                        help="message sizes, picked at random per message")
+    parser.add_argument("--seconds", type=int, default=10,
+                        help="measured whole seconds per run (default 10)")
     args = parser.parse_args()
+    if args.mps is None and args.segments is None:
+        scenarios = SCENARIOS
+    else:
+        scenarios = [(args.mps or 30.0, args.segments or [1, 2])]
 
-    probe = SegmentRate(redis.Redis(), "unused", args.mps, headroom=args.headroom)
-    print(f"limit {args.mps:g} segments/s (headroom {probe.headroom}, pace {probe.pace:g}/s, "
-          f"at most {math.ceil(args.mps)} in any 1 s), messages of {args.segments} segments, "
-          f"{args.seconds:g} s per run")
-    print(f"{'workers':>7} {'messages':>8} {'segments':>8} {'rate/s':>8} {'of limit':>8} "
-          f"{'max 1s':>7} {'tries/grant':>11}")
+    print(f"{args.seconds} s per run; the limiter promises at most floor(mps) segments in any "
+          f"1 s window")
+    print(f"{'mps':>5} {'sizes':>7} {'workers':>7} {'messages':>8} {'segments':>8} "
+          f"{'rate/s':>8} {'of limit':>8} {'max 1s':>7} {'tries/grant':>11}")
     with redis_url() as url:
-        for workers in args.workers:
-            r = run(url, workers, args)
-            print(f"{workers:>7} {r['messages']:>8} {r['segments']:>8} {r['rate']:>8.2f} "
-                  f"{r['ratio']:>8.1%} {r['max_window']:>7} {r['attempts_per_grant']:>11.2f}")
+        for mps, sizes in scenarios:
+            label = f"{min(sizes)}-{max(sizes)}"
+            for workers in args.workers:
+                r = run(url, workers, mps, sizes, args.seconds)
+                print(f"{mps:>5g} {label:>7} {workers:>7} {r['messages']:>8} "
+                      f"{r['segments']:>8} {r['rate']:>8.2f} {r['ratio']:>8.1%} "
+                      f"{r['max_window']:>7} {r['attempts_per_grant']:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
 BAND_SCALE = 10**13
 TRANSCRIPT_MAX = 1000
 
-# Creates the record once per CallSid and counts the call on each incident it concerns.
-# KEYS: call, calls_recent, calls_active, counters of each incident; ARGV: sid, epoch, ttl,
-# recent_max, n_fields, field/value pairs…, then one "1"/"0" affected flag per incident.
+# Creates the record once per CallSid and counts the call on each incident it concerns (and,
+# for /metrics, under each tag kind it carries).
+# KEYS: call, calls_recent, calls_active, metrics calls-by-tag, counters of each incident;
+# ARGV: sid, epoch, ttl, recent_max, n_fields, field/value pairs…, then one "1"/"0" affected
+# flag per incident, then the tag kinds to count (METRIC_TAGS, or 'untagged').
 _RECORD_CALL = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local n = tonumber(ARGV[5])
@@ -31,12 +33,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   redis.call('HINCRBY', KEYS[i], 'calls', 1)
-  if ARGV[5 + 2 * n + i - 3] == '1' then redis.call('HINCRBY', KEYS[i], 'affected_calls', 1) end
+  if ARGV[5 + 2 * n + i - 4] == '1' then redis.call('HINCRBY', KEYS[i], 'affected_calls', 1) end
 end
+redis.call('HINCRBY', KEYS[4], 'all', 1)  -- metrics
+for j = 6 + 2 * n + #KEYS - 4, #ARGV do redis.call('HINCRBY', KEYS[4], ARGV[j], 1) end  -- metrics
 return 1
 """
+
+METRIC_TAGS = ("affected", "vip", "repeat", "priority")
+"""Tag kinds /metrics counts calls by (ivr_calls_total{tag}); a call with none is 'untagged'.
+Incident ids are left out to keep the label set bounded."""
 
 # Puts a known call in the waiting line once (a retried webhook keeps its place) and records
 # what the caller said. KEYS: call, waiting; ARGV: sid, now_ms, n, field/value pairs…
@@ -76,12 +84,14 @@ end
 """
 
 # Closes a call from its status callback; unknown sids (an operator's own leg) are ignored.
-# KEYS: call, calls_active, waiting; ARGV: sid, n, field/value pairs…
+# KEYS: call, calls_active, waiting, metrics escalations; ARGV: sid, n, field/value pairs…
 _CLOSE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local esc = redis.call('HGET', KEYS[1], 'esc_state')
 if esc == 'dialing' or esc == 'ringing' then
   redis.call('HSET', KEYS[1], 'esc_state', 'abandoned')
+  local reason = redis.call('HGET', KEYS[1], 'esc_reason') or ''
+  redis.call('HINCRBY', KEYS[4], reason .. '|abandoned', 1)  -- metrics
 end
 redis.call('HSET', KEYS[1], 'state', 'completed', unpack(ARGV, 3, 2 + 2 * tonumber(ARGV[2])))
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -251,13 +261,15 @@ def record_incoming(svc: Services, call: CallInfo, greeting: Greeting) -> bool:
     }
     flat = [x for pair in record.items() for x in pair]
     affected = ["1" if f"incident:{i}" in greeting.tags else "0" for i in greeting.incident_ids]
+    kinds = [t for t in METRIC_TAGS if t in greeting.tags] or ["untagged"]
     created = svc.redis.eval(
         _RECORD_CALL,
-        3 + len(greeting.incident_ids),
+        4 + len(greeting.incident_ids),
         keys.call(call.call_sid), keys.calls_recent(), keys.calls_active(),
+        keys.metrics_calls_by_tag(),
         *[keys.incident_counters(i) for i in greeting.incident_ids],
         call.call_sid, int(now.timestamp()), keys.CALL_TTL, keys.RECENT_CALLS_MAX,
-        len(record), *flat, *affected,
+        len(record), *flat, *affected, *kinds,
     )
     return bool(created)
 
@@ -295,8 +307,8 @@ def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bo
     if duration and duration.isdigit():
         fields["duration"] = duration
     flat = [x for pair in fields.items() for x in pair]
-    done = svc.redis.eval(_CLOSE, 3, keys.call(call_sid), keys.calls_active(), keys.waiting(),
-                          call_sid, len(fields), *flat)
+    done = svc.redis.eval(_CLOSE, 4, keys.call(call_sid), keys.calls_active(), keys.waiting(),
+                          keys.metrics_escalations(), call_sid, len(fields), *flat)
     return bool(done)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from ivr import keys
+from ivr.errors import StorageConflict
 from ivr.phone import is_mobile, normalize
 from ivr.services import Services
 
@@ -67,7 +68,7 @@ class RecordsRejected(Exception):
         self.errors, self.count = errors, count
 
 
-class ConflictError(Exception):
+class ConflictError(StorageConflict):
     """Other writers kept changing the same customers; the chunk was not written."""
 
 

@@ -4,6 +4,10 @@ Twilio posts a status callback for each step of a message (queued, sent, deliver
 undelivered/failed), possibly twice and not always in order. The message record
 (keys.sms_message, created by the sender job) only moves forward, and each message adds to
 its incident's sms_delivered or sms_failed counter exactly once.
+
+21408 and 30007 are configuration or content problems: the same message would fail for
+everyone, so they halt the rest of that update's fan-out (`halt`) and alert instead of
+retrying. 21408 comes back when the sender job sends; 30007 only in a status callback.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ FAILED = ("undelivered", "failed")
 OPT_OUT_CODES = frozenset({21610})
 UNDELIVERABLE_CODES = frozenset({30004, 30005, 30006})
 RETRY_ONCE_CODES = frozenset({30003, 30008})
+HALT_CODES = frozenset({21408, 30007})
 RESEND_DELAY = timedelta(minutes=15)
 RESEND_JOB = "worker.sms.resend_message"
 ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
@@ -104,17 +109,20 @@ class Recorded:
     opted_out: bool = False
     undeliverable: bool = False
     resend_queued: bool = False
+    halted: bool = False
 
 
 def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     """Move the message record forward, count a final state once, and act on the error code:
-    21610 opts the number out, 30004-30006 mark it undeliverable, 30003/30008 queue one resend.
+    21610 opts the number out, 30004-30006 mark it undeliverable, 30003/30008 queue one resend,
+    30007 (21408) halts the rest of the update's fan-out.
 
     A message we have no record of (not ours, or expired) is left alone.
     """
     sid = callback.message_sid
     message_key = keys.sms_message(sid)
-    incident_id, to = cast(list[str | None], svc.redis.hmget(message_key, "incident_id", "to"))
+    incident_id, seq, to = cast(list[str | None],
+                                svc.redis.hmget(message_key, "incident_id", "seq", "to"))
     if incident_id is None and to is None:
         log.info("status callback for an unknown message message_sid=%s status=%s", sid,
                  callback.status)
@@ -139,9 +147,48 @@ def record_status(svc: Services, callback: StatusCallback) -> Recorded:
         undeliverable = bool(svc.redis.sadd(keys.sms_undeliverable(), phone))
     if resend:
         _queue_resend(svc, sid)
+    stopped = False
+    if incident_id and seq and code in HALT_CODES:
+        stopped = halt(svc, incident_id, seq, code, message_sid=sid)
     return Recorded(known=True, status=status, changed=bool(changed), counted=bool(counted),
                     opted_out=opted_out, undeliverable=undeliverable,
-                    resend_queued=bool(resend))
+                    resend_queued=bool(resend), halted=stopped)
+
+
+def update_of(seq: int | str) -> int | None:
+    """The timeline entry a message belongs to: its own seq, or the one a resend repeats;
+    None for one-off messages ('subscribed')."""
+    text = str(seq).removeprefix("resend-")
+    return int(text) if text.isdigit() else None
+
+
+def halted(svc: Services, incident_id: str, seq: int | str) -> bool:
+    """Whether the update a message belongs to has been halted (see `halt`)."""
+    update = update_of(seq)
+    return update is not None and bool(svc.redis.exists(keys.sms_halt(incident_id, update)))
+
+
+def halt(svc: Services, incident_id: str, seq: int | str, code: int, *,
+         message_sid: str | None = None) -> bool:
+    """Stop sending the update a message belongs to on a configuration or content problem
+    (HALT_CODES), and say so loudly: sending on blindly would only fail the same way for every
+    recipient. The sender jobs and the sweep check keys.sms_halt before each message; a
+    supervisor resumes by deleting it. A one-off message ('subscribed') only raises the alarm.
+    Returns True when this call set the halt.
+    """
+    update = update_of(seq)
+    if update is None:
+        log.error("sms refused for its content or configuration incident=%s message=%s "
+                  "code=%s message_sid=%s: check the sender number, geo permissions and "
+                  "message content", incident_id, seq, code, message_sid or "-")
+        return False
+    if not svc.redis.set(keys.sms_halt(incident_id, update), str(code), nx=True,
+                         ex=keys.SMS_TTL):
+        return False
+    log.error("sms fan-out halted incident=%s seq=%s code=%s message_sid=%s: check the "
+              "sender number, geo permissions and message content, then resume", incident_id,
+              update, code, message_sid or "-")
+    return True
 
 
 def _queue_resend(svc: Services, message_sid: str) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -14,6 +19,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
         self.details = details
+
+
+class StorageConflict(Exception):
+    """Other writers kept changing the same keys; nothing was written (409, send it again)."""
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -45,6 +54,20 @@ def _http_error(e: HTTPException) -> Response | HTTPException:
     return response
 
 
+def _conflict(e: StorageConflict) -> tuple[Response, int]:
+    return jsonify(error_body("conflict", f"{e}; nothing was written, send it again")), 409
+
+
+def _storage_down(e: redis.RedisError) -> tuple[Response, int]:
+    """Admin calls answer a JSON 503 when Redis is away (voice views answer TwiML instead:
+    their blueprint handles it first)."""
+    log.warning("redis unavailable path=%s (%s)", request.path, type(e).__name__)
+    return jsonify(error_body("storage_unavailable", "Redis is unavailable; send the request "
+                                                     "again (writes here are idempotent)")), 503
+
+
 def register(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(StorageConflict, _conflict)
+    app.register_error_handler(redis.RedisError, _storage_down)
     app.register_error_handler(HTTPException, _http_error)

@@ -24,14 +24,33 @@ log = logging.getLogger(__name__)
 OPEN = ("dialing", "ringing")
 TRIGGERS = ("manager", "repeat", "operator", "anger")
 
+# For /metrics: count an escalation's end once, in the script that makes the move into
+# accepted/exhausted/abandoned, and a call's first move to the priority band (calls by tag
+# 'priority'). `was_state`/`was_band` are what the call record held before the script wrote.
+_COUNT_END = """
+local function count_end(call_key, esc_key, tags_key, was_state, was_band)
+  local now = redis.call('HGET', call_key, 'esc_state')
+  if now ~= was_state and (now == 'accepted' or now == 'exhausted' or now == 'abandoned') then
+    local reason = redis.call('HGET', call_key, 'esc_reason') or ''
+    redis.call('HINCRBY', esc_key, reason .. '|' .. now, 1)
+  end
+  if was_band ~= '0' and redis.call('HGET', call_key, 'band') == '0' then
+    redis.call('HINCRBY', tags_key, 'priority', 1)
+  end
+end
+"""
+
 # Starts once per call; returns {started (0/1), the escalation state now}.
-# KEYS: call, raised-by index; ARGV: now, ttl, raised_by, n, pairs…
-_START = """
+# KEYS: call, raised-by index, metrics escalations, metrics calls-by-tag;
+# ARGV: now, ttl, raised_by, n, pairs…
+_START = _COUNT_END + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'esc_state')
 if state == 'dialing' or state == 'ringing' or state == 'accepted' then return {0, state} end
 if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned'} end
+local band = redis.call('HGET', KEYS[1], 'band')
 redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * tonumber(ARGV[4])))
+count_end(KEYS[1], KEYS[3], KEYS[4], '', band)  -- a new escalation: no end counted yet
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[1], redis.call('HGET', KEYS[1], 'call_sid'))
   redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -40,11 +59,14 @@ return {1, redis.call('HGET', KEYS[1], 'esc_state')}
 """
 
 # Moves to the next SV if `attempt` is still the current one and nobody accepted.
-# KEYS: call, attempts log; ARGV: attempt, result, now. Returns the next attempt or -1.
+# KEYS: call, attempts log, metrics attempts; ARGV: attempt, result, now. Returns the next
+# attempt or -1.
 _ADVANCE = """
 local state = redis.call('HGET', KEYS[1], 'esc_state')
 if state ~= 'dialing' and state ~= 'ringing' then return -1 end
 if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return -1 end
+redis.call('HINCRBY', KEYS[3], (redis.call('HGET', KEYS[1], 'esc_reason') or '') .. '|'
+  .. string.match(ARGV[2], '^[^:]*'), 1)  -- metrics: 'failed:21211' counts as 'failed'
 local nxt = tonumber(ARGV[1]) + 1
 redis.call('HSET', KEYS[1], 'esc_attempt', nxt, 'esc_state', 'dialing')
 redis.call('RPUSH', KEYS[2], cjson.encode({attempt = tonumber(ARGV[1]), result = ARGV[2],
@@ -53,12 +75,14 @@ redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
 return nxt
 """
 
-# The SV pressed 1: accept if this attempt is still the live one. KEYS: call, log;
-# ARGV: attempt, now iso, now epoch.
+# The SV pressed 1: accept if this attempt is still the live one. KEYS: call, log, metrics
+# escalations; ARGV: attempt, now iso, now epoch.
 _ACCEPT = """
 local state = redis.call('HGET', KEYS[1], 'esc_state')
 if state ~= 'dialing' and state ~= 'ringing' then return 0 end
 if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return 0 end
+redis.call('HINCRBY', KEYS[3], (redis.call('HGET', KEYS[1], 'esc_reason') or '') .. '|accepted',
+  1)  -- metrics
 local started = tonumber(redis.call('HGET', KEYS[1], 'esc_started_epoch') or ARGV[3])
 redis.call('HSET', KEYS[1], 'esc_state', 'accepted', 'esc_joined_at', ARGV[2],
   'esc_wait_seconds', tostring(math.floor(tonumber(ARGV[3]) - started)))
@@ -68,15 +92,18 @@ redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
 return 1
 """
 
-# Sets fields only while the escalation is in `from` states. KEYS: call; ARGV: n_from,
-# from…, pairs…
-_SET_IF = """
+# Sets fields only while the escalation is in `from` states; a move into a final state
+# (the worker's exhausted/abandoned) is counted for /metrics. KEYS: call, metrics
+# escalations, metrics calls-by-tag; ARGV: n_from, from…, pairs…
+_SET_IF = _COUNT_END + """
 local state = redis.call('HGET', KEYS[1], 'esc_state')
 local n = tonumber(ARGV[1])
 local ok = false
 for i = 2, n + 1 do if ARGV[i] == state then ok = true end end
 if not ok then return 0 end
+local band = redis.call('HGET', KEYS[1], 'band')
 redis.call('HSET', KEYS[1], unpack(ARGV, n + 2))
+count_end(KEYS[1], KEYS[2], KEYS[3], state, band)
 return 1
 """
 
@@ -162,8 +189,9 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     if not people:
         fields["band"] = str(call.BAND_PRIORITY)
     flat = [x for pair in fields.items() for x in pair]
-    started = svc.redis.eval(_START, 2, keys.call(call_sid),
+    started = svc.redis.eval(_START, 4, keys.call(call_sid),
                              keys.escalations_raised_by(raised_by or "-"),
+                             keys.metrics_escalations(), keys.metrics_calls_by_tag(),
                              int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
     was_started, state = started
     if not was_started:
@@ -191,8 +219,9 @@ def queue_dial(svc: Services, call_sid: str, attempt: int) -> None:
 
 def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | None:
     """Give up on `attempt` (no answer, busy, declined, timed out) and queue the next SV."""
-    nxt = svc.redis.eval(_ADVANCE, 2, keys.call(call_sid), keys.escalation_log(call_sid),
-                         attempt, result, svc.now().isoformat())
+    nxt = svc.redis.eval(_ADVANCE, 3, keys.call(call_sid), keys.escalation_log(call_sid),
+                         keys.metrics_escalation_attempts(), attempt, result,
+                         svc.now().isoformat())
     if int(nxt) < 0:
         return None
     log.info("escalation moves on call_sid=%s attempt=%s result=%s", call_sid, attempt, result)
@@ -202,14 +231,16 @@ def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | No
 
 def accept(svc: Services, call_sid: str, attempt: int) -> bool:
     now = svc.now()
-    return bool(svc.redis.eval(_ACCEPT, 2, keys.call(call_sid), keys.escalation_log(call_sid),
-                               attempt, now.isoformat(), int(now.timestamp())))
+    return bool(svc.redis.eval(_ACCEPT, 3, keys.call(call_sid), keys.escalation_log(call_sid),
+                               keys.metrics_escalations(), attempt, now.isoformat(),
+                               int(now.timestamp())))
 
 
 def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str) -> bool:
     """Set escalation fields only while the state is one of `states`."""
     flat = [x for pair in fields.items() for x in pair]
-    return bool(svc.redis.eval(_SET_IF, 1, keys.call(call_sid), len(states), *states, *flat))
+    return bool(svc.redis.eval(_SET_IF, 3, keys.call(call_sid), keys.metrics_escalations(),
+                               keys.metrics_calls_by_tag(), len(states), *states, *flat))
 
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:

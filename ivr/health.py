@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ivr import current_services
+from ivr.metrics import exposition
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -33,5 +34,8 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format."""
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus text format: request latency by endpoint (all gunicorn workers), calls,
+    escalations, SMS, RQ queues and live counts from Redis; answers with Redis down too
+    (`ivr_redis_up 0`). See ivr/metrics.py."""
+    return Response(exposition(current_app, current_services()),
+                    content_type=CONTENT_TYPE_LATEST)

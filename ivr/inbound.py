@@ -12,7 +12,6 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -143,9 +142,6 @@ def _readable(phone: str | None, lang: str) -> str:
     return phonenumbers.format_number(number, style)
 
 
-def _local(svc: Services, iso: str | None) -> datetime | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
-
 
 def concerning(svc: Services, phone: str, found: Customer | None) -> list[dict[str, Any]]:
     """Active incidents announced to this number (affected, or audience `all`), most severe
@@ -168,8 +164,8 @@ def status_reply(svc: Services, phone: str, found: Customer | None, lang: str) -
             "latest": incident.latest_status(doc, lang),
             "announcement": announcement or "",
             "status_code": doc.get("status"),
-            "eta": _local(svc, doc.get("eta")),
-            "next_update": _local(svc, doc.get("next_update_at")),
+            "eta": svc.local(doc.get("eta")),
+            "next_update": svc.local(doc.get("next_update_at")),
         })
 
     def render() -> str:

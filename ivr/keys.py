@@ -151,8 +151,9 @@ def sms_inbound(message_sid: str) -> str:
 
 
 def sms_rate() -> str:
-    """String: the send-rate limiter's theoretical arrival time (ms, GCRA) shared by every
-    worker. TTL a few seconds past that time."""
+    """Sorted set: the send-rate limiter's grants of the last second, shared by every worker;
+    member '<time_us>:<segments>:<random>' scored by the grant's Redis time in microseconds.
+    TTL one window (1 s; 1/rate s below 1/s) past the newest grant."""
     return f"{PREFIX}:sms:rate"
 
 
@@ -211,10 +212,39 @@ def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
 
 
+# --- Metrics (ivr/metrics.py reads these at scrape time) -------------------------------------
+# Counters shared by every web process and worker host, written inside the Lua scripts that
+# already run for the event, so counting adds no round trip. Fields are bounded label values,
+# never ids. The numbers only grow; Prometheus takes rates.
+
+
+def metrics_calls_by_tag() -> str:
+    """Hash: tag kind (affected, vip, repeat, priority, untagged) -> calls that carried it;
+    field 'all' counts every call once. Written by call._RECORD_CALL (once per CallSid) and,
+    for 'priority', by the escalation script that first moves a call to the priority band.
+    No TTL (fields are bounded)."""
+    return f"{PREFIX}:metrics:calls_by_tag"
+
+
+def metrics_escalations() -> str:
+    """Hash: '<reason>|<outcome>' -> escalations that ended so (accepted, exhausted,
+    abandoned), counted by the Lua script that makes the final transition. No TTL (fields
+    are bounded: flows.REASONS x three outcomes)."""
+    return f"{PREFIX}:metrics:escalations"
+
+
+def metrics_escalation_attempts() -> str:
+    """Hash: '<reason>|<result>' -> SV attempts given up (declined, timeout, busy, no-answer,
+    failed, canceled, completed), counted by escalation._ADVANCE. No TTL (fields are
+    bounded)."""
+    return f"{PREFIX}:metrics:escalation_attempts"
+
+
 ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_audience, sms_halt,
        sms_reminder, incident_subscribers,
        incident, incident_timeline, incident_counters, incidents_all, incidents_active,
        incident_seq, customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
        escalations_raised_by, calls_recent, calls_active, waiting, agent_assignment, token,
-       supervisor_roster)
+       supervisor_roster,
+       metrics_calls_by_tag, metrics_escalations, metrics_escalation_attempts)

@@ -1,4 +1,5 @@
-"""One JSON object per log line, phone numbers and secrets masked; set up by entry points only.
+"""One JSON object per log line, phone numbers, opt-out tokens and secrets masked; set up by
+entry points only.
 
 Nothing here runs at import. `gunicorn.conf.py` passes `dict_config()` to gunicorn as its
 `logconfig_dict`; `worker.worker_services()` calls `configure()` the first time a job needs it.
@@ -40,6 +41,9 @@ _HEX_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?<!orker )[0-9a-fA-F]{32}(?![A-Za-z0-
 # The admin API's own tokens (ivr.auth.issue_token).
 _IVR_TOKEN = re.compile(r"\bivr_[A-Za-z0-9_-]{16,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# SMS opt-out links, /u/<token> (ivr.optout): the token decodes to the phone number. Also
+# form- or URL-encoded (%2Fu%2F<token>).
+_OPTOUT_TOKEN = re.compile(r"(?i)((?:/|%2F)u(?:/|%2F))[A-Za-z0-9_-]+")
 
 
 def _mask_e164(match: re.Match[str]) -> str:
@@ -68,7 +72,9 @@ def _mask_national(match: re.Match[str]) -> str:
 
 
 def mask(text: str) -> str:
-    """Hide phone numbers (all but the country code and the last four digits) and secrets."""
+    """Hide phone numbers (all but the country code and the last four digits), opt-out link
+    tokens and secrets."""
+    text = _OPTOUT_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _JWT.sub(MASK, text)

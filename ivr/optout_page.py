@@ -8,12 +8,14 @@ token is the only credential, and a forged one gets 404 with nothing written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 from flask import Blueprint, Response, current_app, render_template, request
 
 from ivr import current_services, customer, optout
 from ivr.phone import mask
+from ivr.services import Services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("optout", __name__)
@@ -71,31 +73,28 @@ def show(token: str) -> tuple[str, int]:
     return _page("already" if opted_out else "confirm", token=token, phone=phone, lang=lang)
 
 
-@bp.post("/u/<token>")
-def stop(token: str) -> tuple[str, int]:
-    """The button: put the number on the suppression list (idempotent), then confirm."""
+def _apply(token: str, change: Callable[[Services, str, str], bool], done: str
+           ) -> tuple[str, int]:
+    """Run one suppression-list change for the number the token names, then confirm."""
     phone = _phone(token)
     if phone is None:
         return _page("invalid", status=404)
     try:
-        optout.opt_out(current_services(), phone, "link")
+        change(current_services(), phone, "link")
         lang = _lang(phone)
     except redis.RedisError as e:
         log.warning("redis unavailable on the opt-out page (%s)", type(e).__name__)
         return _page("unavailable", status=503)
-    return _page("stopped", token=token, phone=phone, lang=lang)
+    return _page(done, token=token, phone=phone, lang=lang)
+
+
+@bp.post("/u/<token>")
+def stop(token: str) -> tuple[str, int]:
+    """The button: put the number on the suppression list (idempotent), then confirm."""
+    return _apply(token, optout.opt_out, "stopped")
 
 
 @bp.post("/u/<token>/resume")
 def resume(token: str) -> tuple[str, int]:
     """The resume button: take the number off the suppression list, then confirm."""
-    phone = _phone(token)
-    if phone is None:
-        return _page("invalid", status=404)
-    try:
-        optout.opt_in(current_services(), phone, "link")
-        lang = _lang(phone)
-    except redis.RedisError as e:
-        log.warning("redis unavailable on the opt-out page (%s)", type(e).__name__)
-        return _page("unavailable", status=503)
-    return _page("resumed", token=token, phone=phone, lang=lang)
+    return _apply(token, optout.opt_in, "resumed")

@@ -26,9 +26,6 @@ TEMPLATES = {"declared": "sms_first_report", "update": "sms_update", "auto": "sm
 SAMPLE_OPTOUT = "/u/" + "x" * 26  # the longest opt-out link path a message can carry
 
 
-def _local(svc: Services, iso: str | None) -> datetime | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
-
 
 def _pick(texts: dict[str, str] | None, lang: str) -> str:
     texts = texts or {}
@@ -45,8 +42,8 @@ def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: st
         sender=svc.flows.sms["sender_name"], title=doc["title"],
         text=_pick(entry.get("message"), lang), auto=kind == "auto",
         status_code=entry.get("status") or doc["status"],
-        eta=_local(svc, entry.get("eta", doc.get("eta"))),
-        next_update=_local(svc, entry.get("next_update_at", doc.get("next_update_at"))),
+        eta=svc.local(entry.get("eta", doc.get("eta"))),
+        next_update=svc.local(entry.get("next_update_at", doc.get("next_update_at"))),
         optout_url=optout_url)
 
 

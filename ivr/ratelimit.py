@@ -1,83 +1,86 @@
 """The global SMS send rate, counted in segments and shared by every worker through Redis.
 
-One Lua script decides each send with Redis server time (``TIME``), so every worker agrees
-and host clocks don't matter. It is a GCRA with burst tolerance 0. The one Redis key holds
-the theoretical arrival time (TAT) in ms, with three decimals (exact microseconds).
+A sliding-window log. The one Redis key (``keys.sms_rate()``) is a sorted set of the grants
+of the last second: member ``"<time_us>:<segments>:<random>"``, score the grant's Redis server
+time in microseconds. One Lua script decides each send, on Redis time (``TIME``), so every
+worker agrees and host clocks don't matter:
 
-Let R be ``per_second``, h the headroom (below), P = R - h the pace and T = 1/P. A message of
-n segments is granted at server time t only when
+1. drop the grants at or before ``now - W`` (W = 1 s): they are in no window with ``now``;
+2. add up the segments S of the grants left, those in ``(now - W, now]``;
+3. if ``S + n <= C`` (C = the limit), or the set is empty, add the grant and answer "go";
+4. otherwise reserve nothing and answer the exact wait: walking the grants oldest first, the
+   time at which the first grant whose leaving makes ``S - left + n <= C`` (or empties the
+   set) is dropped, that is its score + W - now. Another worker may take the room first; the
+   caller then simply asks again.
 
-    t >= TAT + e(n)·T,   where e(n) = max(0, n - 1 - h)    (the pre-wait)
+Guarantee: every half-open window ``[a, a + 1 s)`` holds at most C segments, where C is
+``floor(per_second)``, since segments are whole. The one exception is a message of more than
+C segments on its own, because a message is never split: it is granted only into an empty
+window, so its window holds that message alone.
 
-and then TAT := t + n·T. Nothing else changes the key.
+Proof. Take any window and its last grant k, at t_k. Every grant in the window is at or after
+a > t_k - W, so it is in ``(t_k - W, t_k]``, and it came before k (the script runs atomically,
+so grants are totally ordered and each one sees all earlier ones). When k was granted, step 1
+kept all of them and step 3 checked that they plus n_k were at most C, or that there were none.
 
-Guarantee: every half-open window [a, a + 1 s) holds at most ceil(R) segments, which is R
-when R is a whole number. The only exception is a window that holds a single message of more
-than ceil(R) segments, because a message is never split. Over the long run the average is at
-most P <= R. So for R < 1 there is at most one message in any second, and messages average
-R segments a second.
+Throughput: a sender never waits while its message fits, so the limit is reached whenever
+demand is; room is lost only while the next message is bigger than the room left, which no
+exact limiter can avoid (at 30/s, seven 4-segment messages fill a second: 28 segments).
+``bench/sms_rate_bench.py`` measures it.
 
-Proof. Take grants i < k in one window, so t_k - t_i < 1. Each grant j + 1 comes at or after
-TAT_j + e_{j+1}·T = t_j + n_j·T + e_{j+1}·T, so t_k - t_i >= T·(n_i + … + n_{k-1} + e_k).
-That makes n_i + … + n_{k-1} + e_k < P, and because these are whole numbers, at most
-ceil(P) - 1. The window's total is therefore at most ceil(P) - 1 + n_k - e_k
-= ceil(P) - 1 + min(n_k, h + 1) <= ceil(P) + h = ceil(R). The script rounds every
-interval up to the microsecond, so rounding only widens the gaps.
+Rates below 1 a second can't be counted in a 1-second window: there W is 1/per_second seconds
+and C is 1, so messages go at most once per W (one message, of any size, in any second).
+A fractional rate above 1 is rounded down to whole segments a second (2.5 -> 2).
 
-Why not plain GCRA (P = R, no pre-wait)? It only spaces each send after the previous
-message's cost, so the last message in a window is free. At 20/s, nineteen one-segment
-sends 50 ms apart followed by one two-segment send put 21 segments in one second.
-
-No single stored number can be exact at full pace. After nineteen singles, a double must
-wait one interval longer. After nine doubles it need not, but the TAT is the same in both
-cases. The price of being exact is paid in one of two ways:
-
-- headroom h = 0: a message of n segments costs (2n - 1)·T in a busy stream (doubles run at
-  2/3 of R, singles at full R);
-- headroom h >= 1: everything runs at P = R - h, and messages up to h + 1 segments need no
-  pre-wait. At R = 20 and h = 1 that is 19 segments a second, 95 %, for any mix of one and
-  two segments.
-
-The default headroom is 1 when R > 3, the point above which it beats h = 0 for two-segment
-messages (1 - 1/R > 2/3), and 0 otherwise.
-
-The key lives until max(2 s, 10·T) after the TAT. By then no 1-second window and no pre-wait
-of a message up to h + 11 segments can involve the last grant, so letting the key expire
-loosens nothing.
+Each grant sets the key to expire W (rounded up to the ms, plus 1 ms) after it, when every
+grant in the set has left the window, so an idle limiter leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
-KEEP_US = 2_000_000
-"""The key outlives the TAT by at least this (microseconds)."""
-KEEP_INTERVALS = 10
-"""…and by at least this many segment intervals (the pre-wait of h + 11 segments)."""
-AUTO_HEADROOM_ABOVE = 3.0
-"""Rates above this get headroom 1 by default (see the module docstring)."""
+WINDOW_US = 1_000_000
+"""The sliding window, microseconds (longer only for rates below 1 a second)."""
 
-# KEYS[1]: the TAT, ms with 3 decimals. ARGV: pre-wait, cost, keep (all microseconds).
+# KEYS[1]: the sorted set of grants. ARGV: segments, capacity, window (us), a random tag.
 # Returns {granted 0|1, wait in us, server time in us}.
-_GCRA = """
+_SLIDING_LOG = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local ready = math.floor(tonumber(stored) * 1000 + 0.5) + tonumber(ARGV[1])
-  if now < ready then
-    return {0, ready - now, now}
+local n, cap, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])  -- left by an older limiter
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
+local grants = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local sizes, total = {}, 0
+for i = 1, #grants, 2 do
+  local size = tonumber(string.match(grants[i], '^%d+:(%d+):'))
+  sizes[#sizes + 1] = size
+  total = total + size
+end
+if #grants == 0 or total + n <= cap then
+  local member = string.format('%.0f:%d:%s', now, n, ARGV[4])
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now), member)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1)
+  return {1, 0, now}
+end
+local left = 0
+for i = 1, #sizes do
+  left = left + sizes[i]
+  if left == total or total - left + n <= cap then
+    return {0, tonumber(grants[2 * i]) + window - now, now}
   end
 end
-local tat = now + tonumber(ARGV[2])
-local ttl_ms = math.ceil((tonumber(ARGV[2]) + tonumber(ARGV[3])) / 1000)
-redis.call('SET', KEYS[1], string.format('%.3f', tat / 1000), 'PX', ttl_ms)
-return {1, 0, now}
+return {0, window, now}
 """
 
 
@@ -112,42 +115,28 @@ class SegmentRate:
 
     Args:
         redis_client: any redis-py client; decode_responses may be True or False.
-        key: the TAT string, normally `ivr.keys.sms_rate()`.
-        per_second: segments a second, > 0; fractions and rates below 1 are fine.
-        headroom: how many segments past the first a message may carry without a pre-wait.
-            It costs `headroom` segments a second of pace. The default, None, means 1 above
-            3/s and 0 otherwise. All workers sharing a key must use the same values.
+        key: the sorted set of recent grants, normally `ivr.keys.sms_rate()`.
+        per_second: segments a second, > 0. All workers sharing a key must use the same value.
+
+    `capacity` is the segments allowed in one window and `window_us` the window: 1 s, or
+    1/per_second s below one a second.
     """
 
-    def __init__(self, redis_client: redis.Redis, key: str, per_second: float, *,
-                 headroom: int | None = None) -> None:
+    def __init__(self, redis_client: redis.Redis, key: str, per_second: float) -> None:
         per_second = float(per_second)
         if not math.isfinite(per_second) or per_second <= 0:
             raise ValueError(f"per_second must be a positive number, not {per_second!r}")
-        if headroom is None:
-            headroom = 1 if per_second > AUTO_HEADROOM_ABOVE else 0
-        if isinstance(headroom, bool) or not isinstance(headroom, int) or headroom < 0:
-            raise ValueError(f"headroom must be a whole number >= 0, not {headroom!r}")
-        if headroom >= per_second:
-            raise ValueError(f"headroom {headroom} leaves no pace at {per_second}/s")
         self.key = key
         self.per_second = per_second
-        self.headroom = headroom
-        self.pace = per_second - headroom
-        self._keep_us = max(KEEP_US, math.ceil(KEEP_INTERVALS * 1_000_000 / self.pace))
-        self._script = redis_client.register_script(_GCRA)
-
-    def interval(self, segments: int) -> float:
-        """Seconds that `segments` add to the TAT: the spacing after such a message."""
-        return segments / self.pace
+        self.capacity = max(1, math.floor(per_second))
+        self.window_us = WINDOW_US if per_second >= 1 else math.ceil(WINDOW_US / per_second)
+        self._script = redis_client.register_script(_SLIDING_LOG)
 
     def attempt(self, segments: int) -> Attempt:
         """Grant and reserve `segments` now if the rate allows; otherwise reserve nothing."""
         if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
             raise ValueError(f"segments must be a whole number >= 1, not {segments!r}")
-        pre_wait = max(0, segments - 1 - self.headroom)
-        args = [math.ceil(pre_wait * 1_000_000 / self.pace),
-                math.ceil(segments * 1_000_000 / self.pace), self._keep_us]
+        args: list[int | str] = [segments, self.capacity, self.window_us, os.urandom(8).hex()]
         granted, wait_us, server_us = self._script(keys=[self.key], args=args)
         return Attempt(0.0 if granted else int(wait_us) / 1_000_000, int(server_us))
 

@@ -17,6 +17,7 @@ from rq import Queue
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from ivr.console_backend import CONSOLE, ConsoleHttpClient
 from ivr.flows import Flows, load_flows
 from ivr.intent import Lexicon, load_lexicon
 from ivr.prompts import Prompts, load_prompts
@@ -69,6 +70,12 @@ class Services:
     def now(self) -> datetime:
         return self.clock()
 
+    def local(self, iso: str | None) -> datetime | None:
+        """A stored UTC ISO time in IVR_TIMEZONE, for what people read and hear."""
+        if not iso:
+            return None
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.tz)
+
 
 def redis_client(url: str, *, timeout: float, decode: bool) -> redis.Redis:
     """A client that fails fast: one short try, so a webhook can still answer with Redis down."""
@@ -83,9 +90,16 @@ def redis_client(url: str, *, timeout: float, decode: bool) -> redis.Redis:
 
 
 def twilio_client(config: Mapping[str, Any]) -> Client:
+    """Twilio's REST client with a 5 s timeout, sent to TWILIO_API_BASE_URL.
+
+    The literal value "console" (scripts/dev sets it when it made up the credentials) keeps
+    every request on this machine: ivr.console_backend logs it and answers with SIDs.
+    """
     base = str(config.get("TWILIO_API_BASE_URL") or "https://api.twilio.com")
     http: TwilioHttpClient
-    if urlsplit(base).netloc == "api.twilio.com":
+    if base == CONSOLE:
+        http = ConsoleHttpClient()
+    elif urlsplit(base).netloc == "api.twilio.com":
         http = TwilioHttpClient(timeout=TWILIO_TIMEOUT)
     else:
         http = RebasedHttpClient(base, timeout=TWILIO_TIMEOUT)

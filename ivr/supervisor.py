@@ -20,7 +20,7 @@ from typing import Any, cast
 import redis
 
 from ivr import keys, validate
-from ivr.errors import invalid
+from ivr.errors import StorageConflict, invalid
 from ivr.phone import mask, normalize
 from ivr.services import Services
 
@@ -42,7 +42,7 @@ class RosterFull(Exception):
     """An upsert of a new supervisor into a roster that already has MAX_ROSTER."""
 
 
-class ConflictError(Exception):
+class ConflictError(StorageConflict):
     """Other writers kept changing the roster; nothing was written."""
 
 

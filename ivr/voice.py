@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import redis
@@ -33,9 +32,6 @@ DIGITS = re.compile(r"^[0-9*#]{1,10}$")
 RESERVATION = re.compile(r"^WR[0-9a-fA-F]{32}$")
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 
-
-def _local(svc: Services, iso: str | None) -> datetime | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
 
 
 def speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> None:
@@ -100,26 +96,56 @@ def incoming() -> Response:
         if calls.record_incoming(svc, call, greeting):
             log.info("call in call_sid=%s from=%s tags=%s", call.call_sid, mask(call.phone),
                      ",".join(greeting.tags) or "-")
-        lang, voice = greeting.lang, svc.flows.voice(greeting.lang)
-        vr = VoiceResponse()
-        speak(svc, vr, "welcome", lang)
-        for item in greeting.announcements:
-            if item.recording:
-                vr.play(item.recording)
-            text = svc.prompts.render(
-                "announcement", lang, text="" if item.recording else item.text or "",
-                eta=_local(svc, item.eta), next_update=_local(svc, item.next_update_at))
-            say(vr, text, voice)
         if greeting.repeat:
             state = escalation.start(svc, call.call_sid, trigger="repeat")
-            return twiml(transfer_or_requeue(svc, vr, call.call_sid, lang, "repeat", state))
-        if svc.flows.call["gather"]["enabled"]:
-            gather(vr, svc.flows, voice, svc.prompts.render("menu", lang),
-                   hints=svc.lexicon.hints(lang))
-        vr.redirect(callback_url("voice.gather_result"), method="POST")
-        return twiml(vr)
+            return twiml(transfer_or_requeue(svc, announce(svc, greeting), call.call_sid,
+                                             greeting.lang, "repeat", state))
+        return greeting_twiml(svc, greeting)
 
     return _safely(answer, "incoming")
+
+
+def announce(svc: Services, greeting: calls.Greeting) -> VoiceResponse:
+    """Welcome, then each incident that applies: the SV's recording or text, ETA, next update."""
+    lang, voice = greeting.lang, svc.flows.voice(greeting.lang)
+    vr = VoiceResponse()
+    speak(svc, vr, "welcome", lang)
+    for item in greeting.announcements:
+        if item.recording:
+            vr.play(item.recording)
+        text = svc.prompts.render(
+            "announcement", lang, text="" if item.recording else item.text or "",
+            eta=svc.local(item.eta), next_update=svc.local(item.next_update_at))
+        say(vr, text, voice)
+    return vr
+
+
+GREETINGS_KEPT = 256
+
+
+def greeting_twiml(svc: Services, greeting: calls.Greeting) -> Response:
+    """The announcements, then the purpose question (or straight to the next step).
+
+    Everyone who hears the same announcements in the same language gets the same document
+    (nothing in it names the caller), so each one is built once and kept, up to
+    GREETINGS_KEPT per app; an edited incident is a new key. Flows and prompts are loaded
+    once at start, so they cannot change under a kept document.
+    """
+    kept: dict[Any, str] = current_app.extensions.setdefault("ivr.voice.greetings", {})
+    key = (id(svc), request.script_root, greeting.lang, tuple(greeting.announcements))
+    xml = kept.get(key)
+    if xml is None:
+        vr = announce(svc, greeting)
+        if svc.flows.call["gather"]["enabled"]:
+            lang = greeting.lang
+            gather(vr, svc.flows, svc.flows.voice(lang), svc.prompts.render("menu", lang),
+                   hints=svc.lexicon.hints(lang))
+        vr.redirect(callback_url("voice.gather_result"), method="POST")
+        xml = str(vr)
+        if len(kept) >= GREETINGS_KEPT:
+            kept.clear()
+        kept[key] = xml
+    return Response(xml, mimetype="text/xml")  # what twiml(vr) answers, from the kept text
 
 
 def _said(form: Any, menu: dict[str, str]) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
 from typing import Any
 
 from flask import Response, current_app, request
@@ -32,9 +31,6 @@ def _target() -> tuple[str, int] | None:
         return None
     return sid, int(attempt)
 
-
-def _local(svc: Services, iso: str | None) -> datetime | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(svc.tz) if iso else None
 
 
 def _sv_lang(record: dict[str, Any], attempt: int) -> str:
@@ -65,8 +61,8 @@ def sv_whisper() -> Response:
     ctx = record.get("context") or {}
     text = svc.prompts.render(
         "sv_whisper", lang, **ctx,
-        incident_start=_local(svc, ctx.get("when", {}).get("incident_started_at")),
-        first_call=_local(svc, ctx.get("when", {}).get("first_call_at")))
+        incident_start=svc.local(ctx.get("when", {}).get("incident_started_at")),
+        first_call=svc.local(ctx.get("when", {}).get("first_call_at")))
     vr = VoiceResponse()
     g = vr.gather(input="dtmf", num_digits=1, timeout=8, method="POST",
                   action=callback_url("voice.sv_connect", call=sid, attempt=attempt))

@@ -58,6 +58,12 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
         ("{'admin_token': 'x1y2z3'}", "{'admin_token': '***'}"),
         ("pin=4321 ok", "pin=*** ok"),
         ("issued ivr_AbCdEfGhIjKlMnOpQrStUvWxYz_0123-456 for sv1", "issued ivr_*** for sv1"),
+        ('"GET /u/AbCdEfGhIjKlMnOpQrStUvW HTTP/1.1" 200', '"GET /u/*** HTTP/1.1" 200'),
+        ("POST https://ivr.example.test/u/Ab-_9xYz0123456789AbCd/resume",
+         "POST https://ivr.example.test/u/***/resume"),
+        ("Body=%E9%85%8D%E4%BF%A1%E5%81%9C%E6%AD%A2%3A+https%3A%2F%2Fivr.test%2Fu%2FAbC_-123xyz"
+         "456789012&To=x",
+         "Body=%E9%85%8D%E4%BF%A1%E5%81%9C%E6%AD%A2%3A+https%3A%2F%2Fivr.test%2Fu%2F***&To=x"),
     ],
 )
 def test_mask_hides_numbers_and_secrets(text: str, masked: str) -> None:
@@ -73,6 +79,7 @@ def test_mask_hides_numbers_and_secrets(text: str, masked: str) -> None:
         "+81******5678 is already masked",
         "incident_id=INC-20261123-0001 severity=critical",
         "Worker 6e1660423b1e4f8294aef7c62207ccf2: sms: Job OK (probe-2)",
+        "GET /users/42 from /usr/lib/python3 and /u/ alone",
     ],
 )
 def test_mask_leaves_ids_times_and_counts_alone(text: str) -> None:
@@ -99,6 +106,24 @@ def test_tokens_are_masked(log_lines: Callable[[], list[dict[str, Any]]]) -> Non
 
     messages = [line["msg"] for line in log_lines()]
     assert messages == ["rejected header Bearer ***", "twilio client auth_token=***"]
+
+
+def test_opt_out_tokens_in_message_and_args_are_masked(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    from ivr.optout import make_token, read_token
+
+    config = {"TWILIO_AUTH_TOKEN": "t" * 32, "IVR_ADMIN_TOKEN": "admin"}
+    token = make_token(config, "+819012345678")
+    assert read_token(config, token) == "+819012345678"  # the token is the number
+    log = logging.getLogger("ivr.test")
+    log.info("opt-out page /u/%s/resume served", token)
+    log.warning("bad link %s", f"https://ivr.example.test/u/{token}")
+
+    messages = [line["msg"] for line in log_lines()]
+    assert messages == ["opt-out page /u/***/resume served",
+                        "bad link https://ivr.example.test/u/***"]
+    assert token not in json.dumps(log_lines())
 
 
 def test_traceback_is_masked(log_lines: Callable[[], list[dict[str, Any]]]) -> None:

@@ -16,6 +16,7 @@ from rq.exceptions import DuplicateJobError
 from twilio.base.exceptions import TwilioRestException
 
 from ivr import cadence, customer, incident, keys, progress, supervisor
+from ivr.delivery import HALT_CODES, RANK, StatusCallback, halt, halted, record_status
 from ivr.optout import opt_out, optout_url
 from ivr.phone import mask
 from ivr.ratelimit import SegmentRate
@@ -27,7 +28,6 @@ from worker import worker_services
 log = logging.getLogger(__name__)
 
 PERMANENT = {21211, 21610, 21614, 21635}
-STOP_AND_ALERT = {21408, 30007}
 BATCH_RETRY = Retry(max=5, interval=[5, 15, 60, 120, 300])
 SCAN_COUNT = 1000
 ENQUEUE_CHUNK = 500
@@ -41,6 +41,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+
+# Settle a stale 'pending:…' claim with the message Twilio has: the claim takes its SID and,
+# once per message, the record and the sms_sent count the dead sender never wrote appear.
+# KEYS: claim, message record, incident counters. ARGV: expected claim, SID, ttl, then the
+# record's field/value pairs. Returns 1 when this call settled it.
+_SETTLE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
+end
+return 1
 """
 
 
@@ -166,7 +181,7 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
     """One message to one number: 'sent', 'skipped' (done before, in flight, not wanted),
     'failed' (permanent for this number) or 'halted' (the fan-out must stop)."""
     incident_id = doc["id"]
-    if svc.redis.exists(keys.sms_halt(incident_id, seq)):
+    if halted(svc, incident_id, seq):
         return "halted"
     pipe = svc.redis.pipeline(transaction=False)
     pipe.sismember(keys.sms_optout(), phone)
@@ -179,15 +194,17 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
     lang = found.language if found else "ja"
     body = progress.sms_text(svc, doc, entry, lang, optout_url(svc.config, phone))
     claim = keys.sms_claim(incident_id, seq, phone)
-    if not _claim(svc, claim, phone, body):
+    if not _claim(svc, incident_id, seq, phone, body):
         return "skipped"
     return _send(svc, incident_id, seq, phone, body, claim, rate)
 
 
-def _claim(svc: Services, claim: str, phone: str, body: str) -> bool:
+def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: str) -> bool:
     """Take the send for this (incident, update, number). A stale 'pending' left by a dead
-    worker is settled from Twilio's record: if Twilio has the message, it is recorded and
-    not sent again."""
+    worker is settled from Twilio's record: if Twilio has the message, it is recorded (claim,
+    message record, sms_sent) as if its sender had lived, its status as if Twilio's callback
+    had found the record, and it is not sent again."""
+    claim = keys.sms_claim(incident_id, seq, phone)
     now = int(svc.now().timestamp())
     mine = f"pending:{now}"
     if svc.redis.set(claim, mine, nx=True, ex=keys.SMS_TTL):
@@ -200,19 +217,30 @@ def _claim(svc: Services, claim: str, phone: str, body: str) -> bool:
         return False  # another worker is sending it right now
     sent = _find_sent(svc, phone, body, since)
     if sent is not None:
-        svc.redis.eval(_TAKE_OVER, 1, claim, value, sent, keys.SMS_TTL)
-        log.info("settled from twilio message_sid=%s to=%s", sent, mask(phone))
+        sid = str(sent.sid)
+        record = {"incident_id": incident_id, "seq": str(seq), "to": phone, "status": "queued",
+                  "segments": str(segments(body).count), "created_at": svc.now().isoformat(),
+                  "settled": "twilio"}
+        fields = [x for pair in record.items() for x in pair]
+        if svc.redis.eval(_SETTLE, 3, claim, keys.sms_message(sid),
+                          keys.incident_counters(incident_id), value, sid, keys.SMS_TTL,
+                          *fields):
+            log.info("settled from twilio message_sid=%s to=%s", sid, mask(phone))
+            status = str(sent.status or "")
+            if status in RANK:  # the callbacks that found no record meanwhile
+                code = int(sent.error_code) if sent.error_code else None
+                record_status(svc, StatusCallback(sid, status, code, phone))
         return False
     return bool(svc.redis.eval(_TAKE_OVER, 1, claim, value, mine, keys.SMS_TTL))
 
 
-def _find_sent(svc: Services, phone: str, body: str, since: int) -> str | None:
+def _find_sent(svc: Services, phone: str, body: str, since: int) -> Any | None:
     """Twilio's own record: a message with this body to this number since the claim."""
     after = datetime.fromtimestamp(since - 60).astimezone()
     for message in svc.twilio.messages.list(to=phone, limit=50):
         created = message.date_created
         if message.body == body and (created is None or created >= after):
-            return str(message.sid)
+            return message
     return None
 
 
@@ -255,7 +283,7 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
              e: TwilioRestException) -> str:
     """Twilio said no: permanent for this number, or a problem that must stop the fan-out."""
     code = int(e.code or 0)
-    if code in STOP_AND_ALERT:
+    if code in HALT_CODES:
         svc.redis.delete(claim)  # not sent: a resumed fan-out may send it
         halt(svc, incident_id, seq, code)
         return "halted"
@@ -265,14 +293,6 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
         opt_out(svc, phone, "twilio-21610")
     log.info("sms refused for this number code=%s to=%s", code, mask(phone))
     return "failed"
-
-
-def halt(svc: Services, incident_id: str, seq: int | str, code: int) -> None:
-    """Stop a fan-out on a configuration or content problem and say so loudly; resending
-    blindly would only fail the same way for every recipient."""
-    if svc.redis.set(keys.sms_halt(incident_id, seq), str(code), nx=True, ex=keys.SMS_TTL):
-        log.error("sms fan-out halted incident=%s seq=%s code=%s: check the sender number, "
-                  "geo permissions and message content, then resume", incident_id, seq, code)
 
 
 def resend_message(message_sid: str) -> str | None:
@@ -304,7 +324,7 @@ def confirm_subscription(incident_id: str, phone: str) -> str:
                               sender=svc.flows.sms["sender_name"], title=doc["title"],
                               optout_url=optout_url(svc.config, phone))
     claim = keys.sms_claim(incident_id, "subscribed", phone)
-    if not _claim(svc, claim, phone, body):
+    if not _claim(svc, incident_id, "subscribed", phone, body):
         return "skipped"
     return _send(svc, incident_id, "subscribed", phone, body, claim, _rate(svc))
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import redis
 from flask import Response, current_app, jsonify, request
 
 from ivr import current_services, customer
@@ -21,24 +18,6 @@ MAX_LIST = 10_000
 """Customers per PUT; larger lists go through the CSV import, which allows a bigger body."""
 ECHO_MAX = 100
 """A PUT answers with the written customers only up to this many."""
-
-
-@contextmanager
-def _storage_errors() -> Iterator[None]:
-    """Turn Redis trouble into a JSON 503/409 instead of a 500 with a stack trace."""
-    try:
-        yield
-    except customer.ConflictError as e:
-        raise ApiError(
-            409, "conflict", f"{e}; nothing of the last chunk was written, send it again"
-        ) from None
-    except redis.RedisError as e:
-        log.warning("customer write failed: redis %s", type(e).__name__)
-        raise ApiError(
-            503,
-            "storage_unavailable",
-            "Redis is unavailable; send the request again (upserts are idempotent)",
-        ) from None
 
 
 def _rejected(e: customer.RecordsRejected, code: str, position: str, what: str) -> ApiError:
@@ -88,11 +67,10 @@ def upsert_customers() -> tuple[Response, int]:
             raise _rejected(e, "invalid_items", "index", "list") from None
     else:
         raise ApiError(400, "invalid_json", "the body must be a customer object or a list")
-    with _storage_errors():
-        written = customer.upsert_many(current_services(), updates)
-        answer: dict[str, Any] = {"upserted": len(written)}
-        if len(written) <= ECHO_MAX:
-            answer["customers"] = _customers_json(written)
+    written = customer.upsert_many(current_services(), updates)
+    answer: dict[str, Any] = {"upserted": len(written)}
+    if len(written) <= ECHO_MAX:
+        answer["customers"] = _customers_json(written)
     log.info("customers upserted count=%d", len(written))
     return jsonify(answer), 200
 
@@ -114,8 +92,7 @@ def import_customers() -> tuple[Response, int]:
         raise ApiError(400, "invalid_csv", e.message, e.field) from None
     except customer.RecordsRejected as e:
         raise _rejected(e, "invalid_rows", "row", "file") from None
-    with _storage_errors():
-        written = customer.upsert_many(current_services(), updates)
+    written = customer.upsert_many(current_services(), updates)
     log.info("customers imported count=%d", len(written))
     return jsonify(imported=len(written)), 200
 
@@ -126,11 +103,7 @@ def show_customer(phone: str) -> Response:
     e164 = normalize(phone)
     if e164 is None:
         raise invalid("phone", "phone is not a valid phone number")
-    try:
-        found, opted_out = customer.get(current_services(), e164)
-    except redis.RedisError as e:
-        log.warning("customer read failed: redis %s", type(e).__name__)
-        raise ApiError(503, "storage_unavailable", "Redis is unavailable") from None
+    found, opted_out = customer.get(current_services(), e164)
     if found is None:
         raise ApiError(404, "not_found", "no customer with that phone number", "phone")
     return jsonify(found.to_json(opted_out=opted_out))

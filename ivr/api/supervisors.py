@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import redis
 from flask import Response, jsonify, request
 
 from ivr import current_services, supervisor
 from ivr.api import bp
 from ivr.errors import ApiError, invalid
 from ivr.supervisor import Supervisor
-
-log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _storage_errors() -> Iterator[None]:
-    """Turn Redis trouble into a JSON 503/409 instead of a 500 with a stack trace."""
-    try:
-        yield
-    except supervisor.ConflictError as e:
-        raise ApiError(409, "conflict", f"{e}; nothing was written, send it again") from None
-    except redis.RedisError as e:
-        log.warning("supervisor roster access failed: redis %s", type(e).__name__)
-        raise ApiError(
-            503,
-            "storage_unavailable",
-            "Redis is unavailable; send the request again (a roster PUT is idempotent)",
-        ) from None
 
 
 def _roster_json(sups: list[Supervisor]) -> Response:
@@ -40,8 +17,7 @@ def _roster_json(sups: list[Supervisor]) -> Response:
 @bp.get("/supervisors")
 def list_supervisors() -> Response:
     """The whole roster, on call or not, in ring order (order, then name)."""
-    with _storage_errors():
-        sups = supervisor.roster(current_services())
+    sups = supervisor.roster(current_services())
     return _roster_json(sups)
 
 
@@ -60,15 +36,13 @@ def put_supervisors() -> Response:
                 400, "too_many", f"a roster holds at most {supervisor.MAX_ROSTER} supervisors"
             )
         sups = supervisor.check_roster(body)
-        with _storage_errors():
-            result = supervisor.replace_roster(current_services(), sups)
+        result = supervisor.replace_roster(current_services(), sups)
     elif isinstance(body, dict):
         sup = supervisor.check(body)
-        with _storage_errors():
-            try:
-                result = supervisor.upsert(current_services(), sup)
-            except supervisor.RosterFull as e:
-                raise ApiError(400, "too_many", str(e), "phone") from None
+        try:
+            result = supervisor.upsert(current_services(), sup)
+        except supervisor.RosterFull as e:
+            raise ApiError(400, "too_many", str(e), "phone") from None
     else:
         raise ApiError(
             400, "invalid_json", "the body must be a supervisor object or a list (the whole roster)"
@@ -87,6 +61,5 @@ def supervisor_candidates() -> Response:
         supervisor.ladder_steps(svc, reason)
     except ValueError as e:
         raise invalid("reason", str(e)) from None
-    with _storage_errors():
-        picked = supervisor.candidates(svc, reason)
+    picked = supervisor.candidates(svc, reason)
     return jsonify(reason=reason, candidates=[s.to_json() for s in picked])

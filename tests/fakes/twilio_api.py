@@ -32,15 +32,25 @@ class Recorded:
 
 @dataclass
 class FakeTwilio:
-    """The server's state; `fail_next` queues (status, twilio_code) answers to give first."""
+    """The server's state; `fail_next` queues (status, twilio_code) answers to give first.
+
+    `delay` makes each request take that long before it is recorded. Clearing `gate` holds
+    every request that arrives after it (counted in `held`) until it is set again, and only
+    then records and answers it: a client that dies meanwhile leaves a request Twilio took.
+    """
 
     requests: list[Recorded] = field(default_factory=list)
     fail_next: list[tuple[int, int]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     delay: float = 0.0
     url: str = ""
+    gate: threading.Event = field(default_factory=threading.Event)
+    held: int = 0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
 
     def calls_updated(self) -> list[Recorded]:
         return [r for r in self.requests
@@ -59,6 +69,7 @@ class FakeTwilio:
             self.fail_next.clear()
             self.messages.clear()
             self.delay = 0.0
+        self.gate.set()
 
     def sent_to(self) -> dict[str, int]:
         """How many messages Twilio accepted per number."""
@@ -72,6 +83,12 @@ class FakeTwilio:
         form = parse_qs(req.get_data(as_text=True), keep_blank_values=True)
         if self.delay:
             time.sleep(self.delay)
+        if not self.gate.is_set():
+            with self._lock:
+                self.held += 1
+            self.gate.wait(timeout=60)
+            with self._lock:
+                self.held -= 1
         with self._lock:
             self.requests.append(Recorded(req.method, req.path, form))
             failure = self.fail_next.pop(0) if self.fail_next and req.method == "POST" else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from ivr import create_app, delivery, keys
 from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, START, make_config, parse_twiml, sign
 from tests.sms import new_message_sid, snapshot
+from tests.voice.helpers import add_customer, declare
 
 INCIDENT = "INC-20261123-0001"
 PHONE = "+819012345678"
@@ -176,6 +178,75 @@ def test_a_resend_is_scheduled_once_even_across_a_redelivery_much_later(svc, cal
     assert resend_jobs(svc) == [f"resend-{sid}"]
     when = svc.sms_queue.scheduled_job_registry.get_scheduled_time(f"resend-{sid}")
     assert when == datetime(2026, 11, 23, 1, 15, tzinfo=UTC)
+
+
+def halt_alerts(caplog: Any) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "ivr.delivery" and r.levelno == logging.ERROR]
+
+
+@pytest.mark.parametrize("status", ["undelivered", "failed"])
+def test_30007_halts_the_update_and_alerts_once(svc, callback, caplog, status):
+    sid = sent_message(svc, seq="2")
+    callback(sid, status, "30007")
+    callback(sid, status, "30007")  # Twilio may post it twice
+
+    assert svc.redis.get(keys.sms_halt(INCIDENT, 2)) == "30007"
+    assert 0 < svc.redis.ttl(keys.sms_halt(INCIDENT, 2)) <= keys.SMS_TTL
+    assert [k for k in svc.redis.scan_iter(keys.sms_halt(INCIDENT, "*"))] == [
+        keys.sms_halt(INCIDENT, 2)]
+    (alert,) = halt_alerts(caplog)
+    assert alert.startswith(f"sms fan-out halted incident={INCIDENT} seq=2 code=30007 "
+                            f"message_sid={sid}: ")
+    assert counters(svc) == {"sent": 1, "delivered": 0, "failed": 1}
+    assert resend_jobs(svc) == []
+    assert not svc.redis.sismember(keys.sms_undeliverable(), PHONE)  # the number is fine
+
+
+def test_30007_on_a_resend_halts_the_update_it_repeats(svc, callback):
+    sid = sent_message(svc, seq="resend-1", resend_of=new_message_sid())
+    callback(sid, "undelivered", "30007")
+    assert svc.redis.get(keys.sms_halt(INCIDENT, 1)) == "30007"
+
+
+def test_30007_on_a_one_off_message_alerts_without_halting_anything(svc, callback, caplog):
+    sid = sent_message(svc, seq="subscribed")
+    callback(sid, "undelivered", "30007")
+    assert list(svc.redis.scan_iter(keys.sms_halt(INCIDENT, "*"))) == []
+    (alert,) = halt_alerts(caplog)
+    assert f"incident={INCIDENT} message=subscribed code=30007 message_sid={sid}" in alert
+
+
+@pytest.mark.parametrize("code", [None, "30003", "30006", "21610"])
+def test_other_outcomes_halt_nothing(svc, callback, caplog, code):
+    sid = sent_message(svc)
+    callback(sid, "delivered" if code is None else "undelivered", code)
+    assert list(svc.redis.scan_iter(keys.sms_halt(INCIDENT, "*"))) == []
+    assert halt_alerts(caplog) == []
+
+
+def test_after_a_30007_the_rest_of_the_fan_out_is_not_sent(admin, svc, fake_twilio, callback,
+                                                          run_jobs, clock, release_due_jobs):
+    first, later = "+819012340001", "+819012340002"
+    for phone in (first, later):
+        add_customer(svc, phone)
+    inc = declare(admin, scope={"numbers": [first]}, audience="affected")
+    run_jobs()
+    (message,) = fake_twilio.messages
+    callback(message["sid"], "undelivered", "30007", to=first)
+    assert svc.redis.get(keys.sms_halt(inc["id"], 0)) == "30007"
+
+    # another batch of the same update (a retry, a late subscriber) is not sent…
+    svc.sms_queue.enqueue("worker.sms.send_batch", inc["id"], 0, [later])
+    run_jobs()
+    # …and the sweep does not queue a recipient still without a message either
+    svc.redis.sadd(keys.sms_audience(inc["id"], 0), later)
+    clock.tick(15 * 60)
+    release_due_jobs()
+    run_jobs()
+
+    assert fake_twilio.sent_to() == {first: 1}
+    assert not svc.redis.exists(keys.sms_claim(inc["id"], 0, later))
 
 
 def test_an_unknown_message_is_ignored_and_nothing_written(svc, callback):

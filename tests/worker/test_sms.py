@@ -301,3 +301,31 @@ def test_sweep_requeues_a_recipient_whose_batch_was_lost(admin, customers, svc, 
     release_due_jobs()
     run_jobs()
     assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
+
+
+def test_a_temporary_carrier_failure_is_resent_once_later(admin, customers, svc, fake_twilio,
+                                                         run_jobs, clock, twilio_post,
+                                                         release_due_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    first = fake_twilio.messages[0]["sid"]
+    for _ in range(2):  # a duplicated callback still resends once
+        twilio_post("/sms/status", MessageSid=first, MessageStatus="undelivered",
+                    ErrorCode="30003", To=JA, AccountSid="AC" + "0" * 32)
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1}  # not at once…
+    clock.tick(15 * 60)
+    release_due_jobs()
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 2}  # …but once, later, with the same text
+    assert fake_twilio.messages[1]["body"] == fake_twilio.messages[0]["body"]
+    second = fake_twilio.messages[1]["sid"]
+    assert svc.redis.hget(keys.sms_message(second), "resend_of") == first
+    twilio_post("/sms/status", MessageSid=second, MessageStatus="undelivered",
+                ErrorCode="30003", To=JA, AccountSid="AC" + "0" * 32)
+    clock.tick(15 * 60)
+    release_due_jobs()
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 2}  # a resend is never resent
+    counters = admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]
+    assert counters["sms_failed"] == 2

@@ -1,0 +1,413 @@
+"""Run every benchmark against one private Redis, print the summary, write bench/RESULTS.md.
+
+    bench/run [--quick] [--no-write]
+
+Each benchmark is its own script (runnable alone, see its docstring) started here as a child
+process with REDIS_URL pointing at the Redis of this run, and a time limit. Their JSON
+results and printed output are gathered into the summary and into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, redis_url  # noqa: E402
+
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "RESULTS.md"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    redis_server = subprocess.run(["redis-server", "--version"], capture_output=True,
+                                  text=True).stdout.split()
+    server = next((w[2:] for w in redis_server if w.startswith("v=")), "?")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "?", ""
+    return {
+        "cpus": os.cpu_count(), "cpu": cpu, "memory": mem,
+        "kernel": platform.release(), "python": platform.python_version(),
+        "redis_server": server, "redis_py": metadata.version("redis"),
+        "gunicorn": metadata.version("gunicorn"), "flask": metadata.version("flask"),
+        "twilio": metadata.version("twilio"),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+class Step:
+    """One benchmark script run as a child: output echoed and kept, JSON result read."""
+
+    def __init__(self, name: str, argv: list[str], limit: float, tmp: Path,
+                 json_out: bool = True) -> None:
+        self.name, self.limit = name, limit
+        self.json_path = tmp / f"{name}.json" if json_out else None
+        self.argv = [sys.executable, *argv] + (["--json", str(self.json_path)]
+                                               if self.json_path else [])
+        self.output = ""
+        self.result: dict[str, Any] | None = None
+        self.seconds = 0.0
+        self.failed = ""
+
+    def run(self, env: dict[str, str]) -> None:
+        print(f"\n== {self.name}: {' '.join(shlex.quote(a) for a in self.argv[1:])}",
+              flush=True)
+        start = time.monotonic()
+        lines: list[str] = []
+        proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        try:
+            deadline = start + self.limit
+            for line in proc.stdout:
+                print("   " + line, end="", flush=True)
+                lines.append(line)
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(self.argv, self.limit)
+            proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            self.failed = f"stopped after its {self.limit:g} s limit"
+        self.seconds = time.monotonic() - start
+        self.output = "".join(lines)
+        if not self.failed and proc.returncode:
+            self.failed = f"exit status {proc.returncode}"
+        if self.json_path and self.json_path.exists():
+            self.result = json.loads(self.json_path.read_text())
+        elif self.json_path and not self.failed:
+            self.failed = "no result written"
+        if self.failed:
+            print(f"   !! {self.name} {self.failed}", flush=True)
+        print(f"   ({self.name}: {self.seconds:.0f} s)", flush=True)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def parse_intent(text: str) -> float | None:
+    found = re.search(r"best round:\s+([\d,]+) utterances/s", text)
+    return float(found.group(1).replace(",", "")) if found else None
+
+
+def parse_rates(text: str) -> list[dict[str, Any]]:
+    """Rows of sms_rate_bench's table: (mps, sizes,) workers, ..., rate, share, max 1 s."""
+    rows = []
+    for line in text.splitlines():
+        cells = line.split()
+        pct = [i for i, c in enumerate(cells) if re.fullmatch(r"[\d.]+%", c)]
+        if not pct or len(cells) < pct[0] + 2:
+            continue
+        i = pct[0]
+        try:
+            row: dict[str, Any] = {"share": float(cells[i][:-1]) / 100,
+                                   "rate": float(cells[i - 1]), "max_1s": int(cells[i + 1])}
+            if len(cells) >= 9:  # mps, sizes, workers, messages, segments, rate, %, max, tries
+                row.update(mps=float(cells[0]), sizes=cells[1], workers=int(cells[2]))
+            else:
+                row.update(workers=int(cells[0]))
+        except (ValueError, IndexError):
+            continue
+        rows.append(row)
+    return rows
+
+
+def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[str]], str]:
+    """The targets table (what, target, measured, verdict) and a plain-text summary."""
+    table: list[list[str]] = []
+    web = steps["webhook"].result or {}
+    comp = web.get("comparison") or {}
+    if comp:
+        ratios = comp["ratios"]
+        r = ratios["incoming/minimal"]
+        table.append(["/voice/incoming throughput vs minimal view", "≥ 0.9× (never < 0.8×)",
+                      f"{r:.2f}× ({comp['incoming']['rps']:.0f} vs "
+                      f"{comp['minimal']['rps']:.0f} req/s)",
+                      "met" if r >= 0.9 else ("NOT met (above the 0.8 floor)" if r >= 0.8
+                                              else "NOT met")])
+        table.append(["/voice/incoming throughput vs static TwiML", "(reference)",
+                      f"{ratios['incoming/static']:.2f}× (static "
+                      f"{comp['static']['rps']:.0f} req/s)", ""])
+        p99 = comp["incoming"]["p99_ms"]
+        table.append([f"/voice/incoming p99 at {web.get('concurrency')} connections",
+                      "≤ 25 ms", f"{p99:.1f} ms (p50 {comp['incoming']['p50_ms']:.1f}, "
+                      f"p95 {comp['incoming']['p95_ms']:.1f})", verdict(p99 <= 25)])
+        errors = sum(comp[t]["errors"] for t in ("static", "minimal", "incoming"))
+        table.append(["errors (non-200, non-TwiML, degraded answers)", "0", str(errors),
+                      verdict(errors == 0)])
+    sweep = {k: v for k, v in (web.get("sweep") or {}).items() if "p50_ms" in v}
+    if len(sweep) >= 2:
+        sizes = sorted(sweep, key=int)
+        lo, hi = sweep[sizes[0]], sweep[sizes[-1]]
+        change = hi["p50_ms"] / lo["p50_ms"] if lo["p50_ms"] else float("nan")
+        table.append([f"latency {int(sizes[0]):,} → {int(sizes[-1]):,} customers",
+                      "flat", f"p50 {lo['p50_ms']:.1f} → {hi['p50_ms']:.1f} ms ({change:.2f}×), "
+                      f"p99 {lo['p99_ms']:.1f} → {hi['p99_ms']:.1f} ms",
+                      verdict(change <= 1.15) + " (flat = p50 within 15 %)"])
+    trip = steps["one_trip"].result
+    if trip:
+        table.append(["proposal: caller logic in one round trip", "same records, less work",
+                      f"CPU {trip['current_cpu_us']:.0f} → {trip['one_trip_cpu_us']:.0f} µs/call, "
+                      f"wall {trip['current_us']:.0f} → {trip['one_trip_us']:.0f} µs",
+                      "records identical" if trip["redis_identical"]
+                      and not trip["greetings_differ"] else "records DIFFER"])
+    fan = steps["fanout"].result
+    if fan:
+        table.append([f"queue the SMS of {fan['recipients']:,} recipients", "< 10 s",
+                      f"{fan['seconds']:.2f} s ({fan['jobs']:,} jobs, "
+                      f"{fan['recipients_per_s']:,}/s)", verdict(fan["seconds"] < 10)])
+    rates = parse_rates(steps["sms_rate"].output)
+    if rates:
+        worst = min(rates, key=lambda x: x["share"])
+        best = max(rates, key=lambda x: x["share"])
+        over = [x for x in rates if "mps" in x and x["max_1s"] > x["mps"]]
+        table.append(["SMS send rate, 1/2/4 workers", "within 5 % of IVR_SMS_MPS",
+                      f"{worst['share']:.1%} – {best['share']:.1%} of the limit",
+                      verdict(worst["share"] >= 0.95)])
+        if any("mps" in x for x in rates):
+            table.append(["SMS segments in any 1 s", "never above the limit",
+                          f"max {max(x['max_1s'] for x in rates)} "
+                          f"({len(over)} runs above)", verdict(not over)])
+    rate = parse_intent(steps["intent"].output)
+    if rate:
+        table.append(["intent classification, one core", "> 20,000 utterances/s",
+                      f"{rate:,.0f}/s", verdict(rate > 20_000)])
+    mem = steps["memory"].result
+    if mem:
+        table.append(["Redis memory per 100,000 customers", "(measured)",
+                      f"{mem['mb_per_100k_customers']} MB ({mem['bytes_per_customer']} B "
+                      "each)", ""])
+        table.append(["Redis memory per 10,000 call records", "(measured)",
+                      f"{mem['mb_per_10k_calls']} MB ({mem['bytes_per_call']} B each)", ""])
+    width = max(len(row[0]) for row in table) if table else 10
+    text = "\n".join(f"{row[0]:<{width}}  {row[2]:<48} {row[3]}" for row in table)
+    return table, text
+
+
+def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]],
+             command: str, started: datetime, seconds: float) -> str:
+    out = ["# Benchmark results", "",
+           f"Written by `{command}` on {started:%Y-%m-%d %H:%M} UTC, in {seconds:.0f} s. "
+           "Every number below comes from that one run; rerun the command to refresh them.",
+           "", "## Machine", "",
+           f"- {info['cpus']} CPUs: {info['cpu']}; {info['memory']} memory; Linux "
+           f"{info['kernel']}",
+           f"- Python {info['python']}, redis-server {info['redis_server']}, redis-py "
+           f"{info['redis_py']}, gunicorn {info['gunicorn']}, Flask {info['flask']}, twilio "
+           f"{info['twilio']}",
+           f"- commit {info['commit']}",
+           f"- load average before / after the run: {info['load_before']} / "
+           f"{info['load_after']} (anything else running on the machine shares its CPUs "
+           "with the server, Redis and the load generator)", "",
+           "## Targets (issue #5)", "",
+           "| what | target | measured | |", "|---|---|---|---|"]
+    out += [f"| {' | '.join(row)} |" for row in table]
+    web = steps["webhook"].result or {}
+    comp = web.get("comparison")
+    if comp:
+        g = web["gunicorn"]
+        out += ["", "## Webhooks: /voice/incoming against two baselines", "",
+                f"One gunicorn, `gunicorn.conf.py` as in production ({g['worker_class']}, "
+                f"{g['workers']} workers x {g['threads']} threads, JSON logs at INFO), serving "
+                "bench/bench_app.py on 127.0.0.1. Load from a separate process "
+                "(bench/loadgen.py, asyncio, HTTP/1.1 keep-alive), "
+                f"{web['concurrency']} connections, closed loop; every request a distinct "
+                "signed call. Callers: 60 % known customers (40 % of them affected by the "
+                "active incident, 5 % VIP, 10 % English), 30 % unknown numbers, 10 % "
+                "withheld; 2 % of calls from 20 customers who keep calling (from their third "
+                "call: warm transfer to an SV). 10,000 customers, one incident (audience "
+                "all), three SVs on call. The targets take turns, "
+                f"{len(comp['static']['rounds_rps'])} rounds each.", "",
+                "| view | req/s | per round | p50 ms | p95 ms | p99 ms | max ms | errors | "
+                "app CPU µs/req | Redis CPU µs/req |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, path in (("static", "/bench/static"), ("minimal", "/bench/minimal"),
+                           ("incoming", "/voice/incoming")):
+            r = comp[name]
+            out.append(f"| `{path}` | {r['rps']:.0f} | "
+                       f"{' / '.join(f'{x:.0f}' for x in r['rounds_rps'])} | "
+                       f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+                       f"{r['max_ms']:.1f} | {r['errors']} | {r['app_cpu_us_per_request']:.0f}"
+                       f" | {r['redis_cpu_us_per_request']:.0f} |")
+        ratios = comp["ratios"]
+        counters = comp["incoming"].get("incident_counters", {})
+        out += ["", f"Ratios: incoming/minimal **{ratios['incoming/minimal']}** (per round, "
+                f"sorted: {', '.join(str(x) for x in ratios['incoming/minimal per round'])}), "
+                f"incoming/static {ratios['incoming/static']}, minimal/static "
+                f"{ratios['minimal/static']}. App CPU is the gunicorn workers' user+system "
+                "time per request sent (from /proc), Redis CPU from INFO cpu.",
+                f"Calls stored during the incoming runs: {counters.get('calls', '?')}, of "
+                f"which affected {counters.get('affected_calls', '?')}, escalated "
+                f"{counters.get('escalations', '?')}. The load generator used "
+                f"{comp['incoming']['client_cpu_us_per_request']:.0f} µs of CPU per incoming "
+                "request on the same machine."]
+        warnings = {t: comp[t]["log_warnings"] for t in ("static", "minimal", "incoming")
+                    if comp[t]["log_warnings"]}
+        if warnings:
+            out += ["", f"Warnings in the app log: `{json.dumps(warnings, ensure_ascii=False)}`"]
+    sweep = web.get("sweep") or {}
+    if sweep:
+        out += ["", "## Webhook latency by customer count", "",
+                "Each base in its own Redis database with its own gunicorn; the same kind of "
+                "calls against each (passes of 3,000 requests, the bases taking turns pass by "
+                "pass; known callers are 1,000 customers spread over the whole base; the "
+                "callers' repeat counters cleared before each pass) at "
+                f"{web.get('concurrency')} connections.", "",
+                "| customers | req/s | p50 ms | p95 ms | p99 ms | errors | app CPU µs/req | "
+                "Redis used_memory |", "|---|---|---|---|---|---|---|---|"]
+        for size, r in sorted(sweep.items(), key=lambda kv: int(kv[0])):
+            if "skipped" in r:
+                out.append(f"| {int(size):,} | {r['skipped']} | | | | | | |")
+                continue
+            out.append(f"| {int(size):,} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+                       f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
+                       f"{r['app_cpu_us_per_request']:.0f} | {r['used_memory_mb']} MB |")
+        out += ["", f"Seeding the customers took {web.get('seed_seconds')} s in all."]
+    prof = steps["profile"].result
+    if prof:
+        out += ["", "## In-process cost (no gunicorn, no HTTP, one thread)", "",
+                "bench/profile_incoming.py calls the same WSGI app directly: the cost of each "
+                "view without the server, the sockets or the other threads.", "",
+                "| view | µs/request (wall) | CPU µs/request |", "|---|---|---|"]
+        for name in ("static", "minimal", "incoming"):
+            out.append(f"| {name} | {prof[name]['us_per_request']} | "
+                       f"{prof[name]['cpu_us_per_request']} |")
+        out += ["", "Throughput ratios in-process: " + ", ".join(
+            f"{k} {v}" for k, v in prof["ratios"].items()) + ".", "",
+            "The steps of /voice/incoming, CPU µs each (the view runs them in this order):",
+            "", "| step | CPU µs |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in prof.get("steps_cpu_us", {}).items()]
+    trip = steps["one_trip"].result
+    if trip:
+        out += ["", "## Proposal: the caller logic in one round trip", "",
+                "bench/proto_one_trip.py runs the same calls (bench's caller mix, frozen clock, "
+                f"{trip['calls']:,} calls of which 200 are Twilio retries) through today's "
+                "caller_lookup + plan_greeting + record_incoming into one Redis database and "
+                "through a single Lua script (read, count, plan, record) into another. "
+                f"Greetings that differ: {trip['greetings_differ']}; Redis contents "
+                f"{'identical' if trip['redis_identical'] else 'DIFFERENT'}.", "",
+                "| path | µs/call (wall) | CPU µs/call |", "|---|---|---|",
+                f"| today (2 round trips) | {trip['current_us']} | {trip['current_cpu_us']} |",
+                f"| one script (1 round trip) | {trip['one_trip_us']} | "
+                f"{trip['one_trip_cpu_us']} |"]
+    fan = steps["fanout"].result
+    if fan:
+        out += ["", "## SMS fan-out", "",
+                f"{fan['customers']:,} mobile customers, all affected; `worker.sms.fan_out` run "
+                f"in-process: {fan['recipients']:,} recipients frozen and queued as "
+                f"{fan['jobs']:,} send_batch jobs of {fan['batch_size']} in "
+                f"**{fan['seconds']:.2f} s** ({fan['recipients_per_s']:,} recipients/s, "
+                f"{fan['jobs_per_s']:,} jobs/s); {fan['recipients_in_jobs']:,} numbers found "
+                "in the queued jobs."]
+    for key, title in (("sms_rate", "SMS send rate (bench/sms_rate_bench.py --workers 1 2 4)"),
+                       ("intent", "Intent classification (bench/intent_bench.py)")):
+        step = steps[key]
+        out += ["", f"## {title}", "", "```", step.output.rstrip() or "(no output)", "```"]
+    mem = steps["memory"].result
+    if mem:
+        out += ["", "## Redis memory", "",
+                f"INFO used_memory before and after: {mem['customers']:,} customers (hash "
+                f"plus index sets) → **{mem['bytes_per_customer']} B each**, "
+                f"{mem['mb_per_100k_customers']} MB per 100,000 (the hash "
+                f"{mem['customer_hash_bytes']} B, the index sets "
+                f"{mem['customer_index_bytes']} B); {mem['calls']:,} calls stored by the real "
+                f"record_incoming → **{mem['bytes_per_call']} B each**, "
+                f"{mem['mb_per_10k_calls']} MB per 10,000 (the record hash "
+                f"{mem['call_hash_bytes']} B; the rest is the recent/active indexes and the "
+                "caller's repeat window)."]
+    failed = [f"- {s.name}: {s.failed}" for s in steps.values() if s.failed]
+    if failed:
+        out += ["", "## Failures", ""] + failed
+    out += ["", "## How", "",
+            "`bench/run` starts its own redis-server on a free loopback port (or uses "
+            "`REDIS_URL`, which must be an empty database: every benchmark flushes it) and runs "
+            "each script with a time limit: "
+            + ", ".join(f"`{' '.join(shlex.quote(a) for a in s.argv[1:] if not a.endswith('.json') and a != '--json')}` ({s.seconds:.0f} s)"  # noqa: E501
+                        for s in steps.values()) + ".", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter runs and no 1,000,000-customer step (a smoke test)")
+    parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md alone")
+    args = parser.parse_args()
+    command = "bench/run" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    started = datetime.now(UTC)
+    begun = time.monotonic()
+    info = machine()
+    quick = args.quick
+    with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp_name, \
+            redis_url(databases=4) as url:
+        tmp = Path(tmp_name)
+        env = {**os.environ, "REDIS_URL": url, "IVR_BENCH_REDIS_CHECKED": "1",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        web_args = ["bench/webhook_bench.py"]
+        if quick:
+            web_args += ["--rounds", "2", "--duration", "1.5", "--passes", "1",
+                         "--sizes", "1000", "10000", "100000"]
+        steps = {
+            "intent": Step("intent", ["bench/intent_bench.py"], 120, tmp, json_out=False),
+            "memory": Step("memory", ["bench/memory_bench.py"], 240, tmp),
+            "profile": Step("profile", ["bench/profile_incoming.py", "--calls",
+                                        "500" if quick else "1000"], 180, tmp),
+            "one_trip": Step("one_trip", ["bench/proto_one_trip.py", "--calls",
+                                          "500" if quick else "1500", "--rounds", "3"], 180,
+                             tmp),
+            "webhook": Step("webhook", web_args, 420, tmp),
+            "fanout": Step("fanout", ["bench/fanout_bench.py"], 180, tmp),
+            "sms_rate": Step("sms_rate", ["bench/sms_rate_bench.py", "--workers", "1", "2",
+                                          "4"], 240, tmp, json_out=False),
+        }
+        for step in steps.values():
+            step.run(env)
+    seconds = time.monotonic() - begun
+    info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    table, text = summarise(steps, info)
+    print("\n== summary\n" + text)
+    if not args.no_write:
+        RESULTS.write_text(markdown(steps, info, table, command, started, seconds) + "\n",
+                           encoding="utf-8")
+        print(f"\nwrote {RESULTS.relative_to(ROOT)} ({seconds:.0f} s in all)")
+    if any(s.failed for s in steps.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
