@@ -1,0 +1,26 @@
+"""The README is part of the product: its two commands and its Redis key table stay true."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from ivr import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    head = README.split("\n## ", 1)[0]
+    assert "scripts/dev" in head
+    assert "scripts/test" in head
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "exec scripts/test" in ci
+
+
+def test_every_redis_key_is_in_the_readme_table():
+    for fn in keys.ALL:
+        params = inspect.signature(fn).parameters
+        pattern = fn(**{name: f"<{name}>" for name in params})
+        assert f"| `{pattern}` |" in README, f"{fn.__name__}: add {pattern} to README"
