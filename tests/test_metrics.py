@@ -112,7 +112,7 @@ def test_latency_histogram_per_endpoint(twilio_post, client, svc, clock):
     call_in(twilio_post, new_sid(), OTHER)
     assert client.get("/healthz").status_code == 200
     assert client.get("/no/such/page").status_code == 404
-    twilio_post("/voice/incoming")  # unsigned-looking junk still gets timed: no CallSid
+    twilio_post("/voice/incoming")  # signed but without a CallSid: degraded answer, timed
 
     samples = scrape(client)
     assert latency_count(samples, "voice.incoming") == 3
