@@ -250,6 +250,7 @@ def _ask(accepts: str) -> str | None:
     try:
         return input(f"   you ({accepts}; Enter = silence)> ")
     except EOFError:
+        click.echo()  # end the prompt's line
         return None
 
 
