@@ -184,8 +184,12 @@ def _is_twiml(status: int, head: bytes, body: bytes) -> bool:
 
 
 async def _connection(host: str, port: int, requests: Sequence[bytes], state: dict[str, float],
-                      result: LoadResult, timeout: float) -> None:
+                      result: LoadResult, timeout: float, recycle: float, index: int) -> None:
+    # open one connection at a time, so the server's workers take turns accepting them
+    await asyncio.sleep(index * 0.002)
     reader, writer = await asyncio.open_connection(host, port)
+    # staggered, so the connections are not all replaced at the same moment
+    renew = time.perf_counter() + recycle * (0.5 + (index % 8) / 8)
     try:
         while True:
             i = int(state["next"])
@@ -228,16 +232,17 @@ async def _connection(host: str, port: int, requests: Sequence[bytes], state: di
                     result.errors += 1
                     if len(result.error_samples) < 5:
                         result.error_samples.append(f"HTTP {status}: {body[:160]!r}")
-            if close:
+            if close or done >= renew:
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
+                renew = time.perf_counter() + recycle
     finally:
         writer.close()
 
 
 async def _run(host: str, port: int, requests: Sequence[bytes], concurrency: int,
                warmup: float, duration: float | None, limit: int | None,
-               timeout: float) -> LoadResult:
+               timeout: float, recycle: float) -> LoadResult:
     result = LoadResult()
     began = time.perf_counter()
     # A count-limited run measures every request; a timed run only those after the warm-up.
@@ -246,8 +251,8 @@ async def _run(host: str, port: int, requests: Sequence[bytes], concurrency: int
     state = {"next": 0, "limit": float(limit if limit is not None else 1 << 62),
              "measure_from": began + warmup, "end": hard_stop}
     cpu = time.process_time()
-    await asyncio.gather(*(_connection(host, port, requests, state, result, timeout)
-                           for _ in range(concurrency)))
+    await asyncio.gather(*(_connection(host, port, requests, state, result, timeout, recycle, i)
+                           for i in range(concurrency)))
     ended = min(time.perf_counter(), hard_stop)
     result.client_cpu = time.process_time() - cpu
     result.seconds = ended - (began + warmup)
@@ -256,8 +261,15 @@ async def _run(host: str, port: int, requests: Sequence[bytes], concurrency: int
 
 def run_load(host: str, port: int, requests: Sequence[bytes], *, concurrency: int = 16,
              warmup: float = 2.0, duration: float | None = 10.0, limit: int | None = None,
-             timeout: float = 5.0) -> LoadResult:
+             timeout: float = 5.0, recycle: float = 0.5) -> LoadResult:
     """Send `requests` in order over `concurrency` keep-alive connections: for `warmup` +
-    `duration` seconds (timed), or until `limit` requests were sent (at most 120 s)."""
+    `duration` seconds (timed), or until `limit` requests were sent (at most 120 s).
+
+    Each connection is replaced about every `recycle` seconds (as a proxy's pool recycles
+    them). gunicorn hands a new connection to whichever worker accepts it first, and one
+    worker can take all 16 at the start of a run and leave the other idle for the whole
+    run; new connections go mostly to the worker with time to accept them, which spreads
+    the load over both, as many callers do.
+    """
     return asyncio.run(_run(host, port, requests, concurrency, warmup, duration, limit,
-                            timeout))
+                            timeout, recycle))

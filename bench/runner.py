@@ -199,12 +199,19 @@ def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[s
         lo50 = lo.get("median_pass_p50_ms", lo["p50_ms"])
         hi50 = hi.get("median_pass_p50_ms", hi["p50_ms"])
         change = hi50 / lo50 if lo50 else float("nan")
+        lo_logic, hi_logic = lo.get("caller_logic_us_median"), hi.get("caller_logic_us_median")
+        logic = hi_logic / lo_logic if lo_logic and hi_logic else float("nan")
+        if change <= 1.15:
+            flat = "met (p50 at most 15 % higher)"
+        elif logic <= 1.15:
+            flat = ("NOT met over HTTP, but the Redis path in-process is flat: other load on "
+                    "the machine; rerun")
+        else:
+            flat = "NOT met"
         table.append([f"latency {int(sizes[0]):,} → {int(sizes[-1]):,} customers",
                       "flat", f"p50 (median pass) {lo50:.1f} → {hi50:.1f} ms ({change:.2f}×), "
-                      f"p99 {lo['p99_ms']:.1f} → {hi['p99_ms']:.1f} ms, app CPU "
-                      f"{lo['app_cpu_us_per_request']:.0f} → {hi['app_cpu_us_per_request']:.0f}"
-                      " µs/req",
-                      verdict(change <= 1.15) + " (flat: p50 at most 15 % higher)"])
+                      f"p99 {lo['p99_ms']:.1f} → {hi['p99_ms']:.1f} ms; Redis path "
+                      f"in-process {lo_logic} → {hi_logic} µs/call ({logic:.2f}×)", flat])
     trip = steps["one_trip"].result
     if trip:
         table.append(["proposal: caller logic in one round trip", "same records, less work",
@@ -320,17 +327,22 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                 "customers spread over the whole base; the callers' repeat counters cleared "
                 f"before each pass) at {web.get('concurrency')} connections.", "",
                 "| customers | req/s | p50 ms | p50 per pass | p95 ms | p99 ms | errors | "
-                "app CPU µs/req | keys in its database |", "|---|---|---|---|---|---|---|---|---|"]
+                "app CPU µs/req | Redis path in-process µs/call (median) | keys in its database |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for size, r in sorted(sweep.items(), key=lambda kv: int(kv[0])):
             if "skipped" in r:
-                out.append(f"| {int(size):,} | {r['skipped']} | | | | | | | |")
+                out.append(f"| {int(size):,} | {r['skipped']} | | | | | | | | |")
                 continue
             out.append(f"| {int(size):,} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
                        f"{' / '.join(f'{x:.1f}' for x in r['passes_p50_ms'])} | "
                        f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
-                       f"{r['app_cpu_us_per_request']:.0f} | {r['keys']:,} |")
+                       f"{r['app_cpu_us_per_request']:.0f} | "
+                       f"{r.get('caller_logic_us_median', '')} | {r['keys']:,} |")
         out += ["", "The flatness verdict compares the median pass of the smallest and the largest "
                 "base, so one pass slowed by something else on the machine does not decide it. "
+                "The Redis path in-process is caller_lookup + plan_greeting + record_incoming "
+                "called from the benchmark process against each base in turn (no HTTP, no "
+                "gunicorn): how the keyspace's size alone moves the webhook's Redis work. "
                 f"Seeding the customers took {web.get('seed_seconds')} s in all."]
     prof = steps["profile"].result
     if prof:

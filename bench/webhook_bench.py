@@ -55,8 +55,9 @@ from common import (  # noqa: E402
     settings,
     with_db,
 )
-from loadgen import CallerMix, LoadResult, run_load, signed_requests  # noqa: E402
+from loadgen import CallerMix, LoadResult, run_load, signed_requests, twilio_form  # noqa: E402
 
+from ivr import call as calls  # noqa: E402
 from ivr import keys  # noqa: E402
 from ivr.incident import COUNTERS  # noqa: E402
 from ivr.services import build_services  # noqa: E402
@@ -103,16 +104,20 @@ class Gunicorn:
             return []
         return [int(p) for p in text.split()]
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the worker processes so far."""
-        total = 0
+    def cpu_by_worker(self) -> dict[int, float]:
+        """User + system CPU seconds of each worker process so far."""
+        out = {}
         for pid in self.workers():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])
-        return total / CLK_TCK
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return out
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the worker processes so far."""
+        return sum(self.cpu_by_worker().values())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -224,10 +229,12 @@ class Site:
         requests = self.requests(target, froms, run_id)
         before = counters(self.r)
         offset = self.log.stat().st_size
-        cpu0, rcpu0 = self.server.cpu_seconds(), redis_cpu(self.r)
+        by0, rcpu0 = self.server.cpu_by_worker(), redis_cpu(self.r)
         result: LoadResult = run_load("127.0.0.1", self.port, requests,
                                       concurrency=concurrency, **load)
-        cpu1, rcpu1 = self.server.cpu_seconds(), redis_cpu(self.r)
+        by1, rcpu1 = self.server.cpu_by_worker(), redis_cpu(self.r)
+        cpu0, cpu1 = sum(by0.values()), sum(by1.values())
+        split = sorted((by1[p] - by0.get(p, 0.0) for p in by1), reverse=True)
         _, problems = log_problems(self.log, offset)
         after = counters(self.r)
         sent = max(result.sent, 1)
@@ -237,6 +244,8 @@ class Site:
         out["redis_cpu_us_per_request"] = round((rcpu1 - rcpu0) / sent * 1e6, 1)
         out["client_cpu_us_per_request"] = round(result.client_cpu / sent * 1e6, 1)
         out["sent"] = result.sent
+        # how the work fell on the workers: [0.5, 0.5] is even; the connections decide it
+        out["worker_cpu_share"] = [round(x / max(sum(split), 1e-9), 2) for x in split]
         out["log_warnings"] = problems
         out["error_samples"] = result.error_samples
         if target == "incoming":
@@ -316,7 +325,8 @@ class Bench:
         cpu = {site.size: 0.0 for site in sites}
         p50s: dict[int, list[float]] = {site.size: [] for site in sites}
         for n in range(self.args.passes):
-            for site in sites:
+            # each pass starts at the next size, so no size always follows the same one
+            for site in sites[n % len(sites):] + sites[:n % len(sites)]:
                 assert site.server is not None
                 froms = mixes[site.size].take(self.args.pass_size)
                 requests = site.requests("incoming", froms, self.next_run())
@@ -336,9 +346,12 @@ class Bench:
                 p50s[site.size].append(round(got.percentile(0.5), 2))
                 print(f"  pass {n + 1} {site.size:>9,} customers {got.rps:8.1f} req/s  "
                       f"p50 {got.percentile(0.5):6.2f} ms", flush=True)
+        logic = self.caller_logic(sites)
         out: dict[str, Any] = {}
         for site in sites:
             r: dict[str, Any] = merged[site.size].summary()
+            r["caller_logic_us_rounds"] = logic[site.size]
+            r["caller_logic_us_median"] = round(statistics.median(logic[site.size]), 1)
             r["app_cpu_us_per_request"] = round(cpu[site.size] / max(sent[site.size], 1) * 1e6,
                                                 1)
             r["keys"] = site.r.dbsize()
@@ -346,6 +359,33 @@ class Bench:
             r["median_pass_p50_ms"] = round(statistics.median(p50s[site.size]), 2)
             out[str(site.size)] = r
         return out
+
+
+    def caller_logic(self, sites: list[Site]) -> dict[int, list[float]]:
+        """The part of /voice/incoming that touches Redis (caller_lookup, plan_greeting,
+        record_incoming), called in this process against each base in turn: the keyspace's
+        effect without HTTP, gunicorn or threads in the way."""
+        mixes = {site.size: CallerMix(random.Random(site.size).sample(range(site.size), 1000),
+                                      seed=29) for site in sites}
+        took: dict[int, list[float]] = {site.size: [] for site in sites}
+        for n in range(self.args.logic_rounds):
+            for site in sites[n % len(sites):] + sites[:n % len(sites)]:
+                froms = mixes[site.size].take(self.args.logic_calls)
+                forget_counts(site.r, froms)
+                run = self.next_run()
+                batch = [calls.CallInfo.parse(twilio_form(f"CA{run:06x}{i:026x}", f))
+                         for i, f in enumerate(froms)]
+                start = time.perf_counter()
+                for info in batch:
+                    greeting = calls.plan_greeting(site.svc, info,
+                                                   calls.caller_lookup(site.svc, info))
+                    calls.record_incoming(site.svc, info, greeting)
+                took[site.size].append(
+                    round((time.perf_counter() - start) / len(batch) * 1e6, 1))
+        for size, values in took.items():
+            print(f"  caller logic in-process {size:>9,} customers: median "
+                  f"{statistics.median(values):7.1f} µs/call  {values}", flush=True)
+        return took
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -382,9 +422,10 @@ def show(name: str, r: dict[str, Any]) -> None:
         extra = f"  warnings {r['log_warnings']}"
     if r.get("error_samples"):
         extra += f"  e.g. {r['error_samples'][0]}"
+    share = f"  workers {r['worker_cpu_share']}" if r.get("worker_cpu_share") else ""
     print(f"  {name:<11} {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:6.2f}  p95 {r['p95_ms']:6.2f}  "
           f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}  "
-          f"app {r.get('app_cpu_us_per_request', 0):.0f} µs/req{extra}", flush=True)
+          f"app {r.get('app_cpu_us_per_request', 0):.0f} µs/req{share}{extra}", flush=True)
 
 
 def main() -> None:
@@ -400,6 +441,10 @@ def main() -> None:
                         help="most distinct signed calls built per target and round")
     parser.add_argument("--passes", type=int, default=5, help="sweep passes per size")
     parser.add_argument("--pass-size", type=int, default=1200, help="calls per sweep pass")
+    parser.add_argument("--logic-rounds", type=int, default=6,
+                        help="in-process caller-logic rounds per size (default 6)")
+    parser.add_argument("--logic-calls", type=int, default=500,
+                        help="calls per in-process caller-logic round (default 500)")
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES),
                         help="customer counts of the sweep (default 1e3 1e4 1e5 1e6)")
     parser.add_argument("--seed-budget", type=float, default=90.0,

@@ -152,7 +152,8 @@ class ConsoleHttpClient(TwilioHttpClient):
         status = _one(data, "Status") or "in-progress"
         if method == "POST":
             target = urlsplit(_one(data, "Url"))
-            change = f"url={target.path}" if target.path else f"status={status}"
+            query = f"?{target.query}" if target.query else ""
+            change = f"url={target.path}{query}" if target.path else f"status={status}"
             log.info("console twilio: POST Calls/%s %s call_sid=%s", sid, change, sid)
         else:
             log.info("console twilio: GET Calls/%s call_sid=%s", sid, sid)

@@ -306,25 +306,23 @@ class Phone:
         name = (verb.text or "").strip() or "(TaskRouter workflow)"
         self.out("QUEUE", f"enqueued in '{name}'")
         wait_url = verb.get("waitUrl")
-        position = 1
         if wait_url:
             queue_sid = "QU" + secrets.token_hex(16)
             for loop in range(self.wait_loops):
-                form = self._form(QueueSid=queue_sid, QueuePosition=str(position),
+                # Twilio's own view of the queue; the service speaks its own priority order
+                form = self._form(QueueSid=queue_sid, QueuePosition="1",
                                   QueueTime=str(30 * loop), AvgQueueTime="60",
-                                  CurrentQueueSize=str(position))
-                next_url: str | None = urljoin(url, wait_url)
-                while next_url is not None:
-                    root = self._twiml(next_url, form)
-                    step = self._walk_wait(root, next_url, pending, ask)
+                                  CurrentQueueSize="1")
+                wait_doc = next_url = urljoin(url, wait_url)
+                while True:
+                    step = self._walk_wait(self._twiml(next_url, form), next_url, pending, ask)
                     if step is None:
-                        break
+                        break  # played out: Twilio fetches waitUrl again (the next loop)
                     next_url, extra = step
-                    if next_url == urljoin(url, wait_url):
-                        break  # the wait document itself again: that is the next loop
+                    if next_url == wait_doc:
+                        break  # redirected to the wait document itself: the next loop
                     form = self._form(**extra)
-        self.out("QUEUE", f"waiting in queue '{name}' (position {position}); the simulator "
-                          "stops here")
+        self.out("QUEUE", f"waiting in queue '{name}'; the simulator stops here")
         raise _Stop("queue")
 
     def _walk_wait(self, root: ET.Element, url: str, pending: deque[Input],
@@ -359,8 +357,7 @@ class Phone:
         for noun in verb:
             name = (noun.text or "").strip()
             if noun.tag == "Conference":
-                self.out("CONFERENCE", f"joined conference {name} (hold music until staff "
-                                       "join; the simulator stops here)")
+                self.out("CONFERENCE", f"joined conference {name}; the simulator stops here")
                 raise _Stop("conference")
             if noun.tag == "Queue":
                 self.out("DIAL", f"takes the next caller from queue '{name}'")

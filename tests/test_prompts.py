@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import jinja2
 import pytest
@@ -14,7 +13,6 @@ from ivr.cli import SAMPLE as CHECK_SAMPLE
 from ivr.config import IVR_PROMPTS_DIR
 from ivr.prompts import LANGS, PromptError, Prompts
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 SHIPPED = Prompts(IVR_PROMPTS_DIR)
 NAMES = SHIPPED.names()
 SAMPLE = CHECK_SAMPLE  # the sample `ivr check` renders with: one list of names to keep

@@ -135,8 +135,7 @@ def test_asking_for_a_manager_ends_in_the_callers_conference(live, incident, ros
     assert "CALLER: says 「責任者を出してください」" in lines
     (sid,) = svc.redis.zrange(keys.calls_recent(), 0, -1)
     assert any("責任者に代わります。" in line for line in lines)
-    assert f"CONFERENCE: joined conference {sid} (hold music until staff join; the " \
-           "simulator stops here)" in lines
+    assert f"CONFERENCE: joined conference {sid}; the simulator stops here" in lines
     # the warm transfer had started; the simulated caller then hung up before an SV came
     assert svc.redis.hget(keys.call(sid), "esc_state") == "abandoned"
 
@@ -252,6 +251,8 @@ def test_console_backend_answers_with_sids_and_logs_masked(caplog):
                                   url="https://ivr.example.test/voice/sv-whisper?call=CA1&"
                                       "attempt=0", method="POST")
         updated = client.calls(leg.sid).update(status="completed")
+        client.calls(leg.sid).update(url="https://ivr.example.test/voice/connecting?join=1",
+                                     method="POST")
         listed = client.messages.list(to=CALLER, limit=50)
 
     assert message.sid.startswith("SM") and len(message.sid) == 34
@@ -264,6 +265,7 @@ def test_console_backend_answers_with_sids_and_logs_masked(caplog):
     assert "to=+81******5678 body_chars=24" in logged
     assert "to=+81******0001 url=/voice/sv-whisper?call=CA1&attempt=0" in logged
     assert f"POST Calls/{leg.sid} status=completed" in logged
+    assert f"POST Calls/{leg.sid} url=/voice/connecting?join=1" in logged
     for secret in (CALLER, "+819011110001", body, "secret-token", "メール"):
         assert secret not in logged
 
