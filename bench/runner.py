@@ -279,16 +279,18 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                 f"{g['workers']} workers x {g['threads']} threads, JSON logs at INFO), serving "
                 "bench/bench_app.py on 127.0.0.1. Load from a separate process "
                 "(bench/loadgen.py, asyncio, HTTP/1.1 keep-alive), "
-                f"{web['concurrency']} connections, closed loop; every request a distinct "
-                "signed call. Callers: 60 % known customers (40 % of them affected by the "
+                f"{web['concurrency']} connections, closed loop, each connection replaced about "
+                "every 0.5 s (held for a whole run, all 16 can land on one of the two workers "
+                "and leave the other idle: the last column shows the split); every request a "
+                "distinct signed call. Callers: 60 % known customers (40 % of them affected by the "
                 "active incident, 5 % VIP, 10 % English), 30 % unknown numbers, 10 % "
                 "withheld; 2 % of calls from 20 customers who keep calling (from their third "
                 "call: warm transfer to an SV). 10,000 customers, one incident (audience "
                 "all), three SVs on call. The targets take turns, "
                 f"{len(comp['static']['rounds_rps'])} rounds each.", "",
                 "| view | req/s | per round | p50 ms | p95 ms | p99 ms | max ms | errors | "
-                "app CPU µs/req | Redis CPU µs/req |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "app CPU µs/req | Redis CPU µs/req | busiest worker's CPU share per round |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, path in (("static", "/bench/static"), ("minimal", "/bench/minimal"),
                            ("incoming", "/voice/incoming")):
             r = comp[name]
@@ -296,7 +298,8 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                        f"{' / '.join(f'{x:.0f}' for x in r['rounds_rps'])} | "
                        f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
                        f"{r['max_ms']:.1f} | {r['errors']} | {r['app_cpu_us_per_request']:.0f}"
-                       f" | {r['redis_cpu_us_per_request']:.0f} |")
+                       f" | {r['redis_cpu_us_per_request']:.0f} | "
+                       f"{' / '.join(str(x) for x in r.get('busiest_worker_share', []))} |")
         ratios = comp["ratios"]
         counters = comp["incoming"].get("incident_counters", {})
         out += ["", f"Ratios: incoming/minimal **{ratios.get('incoming/minimal median round')}** "

@@ -404,6 +404,8 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
                  "client_cpu_us_per_request"):
         out[name] = round(sum(run[name] * run["sent"] for run in runs) / max(sent, 1), 1)
     out["rounds_rps"] = [run["rps"] for run in runs]
+    out["busiest_worker_share"] = [run["worker_cpu_share"][0] if run["worker_cpu_share"]
+                                   else None for run in runs]
     warnings: dict[str, int] = {}
     for run in runs:
         for msg, n in run["log_warnings"].items():
