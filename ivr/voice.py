@@ -138,8 +138,8 @@ def greeting_twiml(svc: Services, greeting: calls.Greeting) -> Response:
         vr = announce(svc, greeting)
         if svc.flows.call["gather"]["enabled"]:
             lang = greeting.lang
-            gather(vr, svc.flows, svc.flows.voice(lang), svc.prompts.render("menu", lang),
-                   hints=svc.lexicon.hints(lang))
+            menu = svc.prompts.render("menu", lang, incident=bool(greeting.announcements))
+            gather(vr, svc.flows, svc.flows.voice(lang), menu, hints=svc.lexicon.hints(lang))
         vr.redirect(callback_url("voice.gather_result"), method="POST")
         xml = str(vr)
         if len(kept) >= GREETINGS_KEPT:

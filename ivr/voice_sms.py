@@ -38,8 +38,8 @@ def toggle_sms(svc: Services, call_sid: str) -> VoiceResponse:
     else:
         opt_out(svc, phone, "voice-key")
         speak(svc, vr, "sms_toggle_off", lang)
-    gather(vr, svc.flows, svc.flows.voice(lang), svc.prompts.render("menu", lang),
-           hints=svc.lexicon.hints(lang))
+    menu = svc.prompts.render("menu", lang, incident=bool(record.get("incidents")))
+    gather(vr, svc.flows, svc.flows.voice(lang), menu, hints=svc.lexicon.hints(lang))
     speak(svc, vr, "goodbye", lang)
     vr.hangup()
     return vr

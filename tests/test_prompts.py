@@ -84,7 +84,7 @@ def test_whisper_names_the_tags():
 
 
 def test_sms_keeps_the_lines():
-    kept = SHIPPED.render("menu", "ja", keep_lines=True)
+    kept = SHIPPED.render("menu", "ja", keep_lines=True, incident=True)
     assert kept.splitlines() == ["ご用件をお話しください。",
                                  "ただいまご案内した障害についてのお問い合わせは1を、",
                                  "その他のお問い合わせは2を押してください。",

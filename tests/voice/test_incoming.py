@@ -203,3 +203,10 @@ def test_speech_model_in_flows_replaces_auto_timeout(tmp_path, config, svc, twil
     gather = parse_twiml(response).find("Gather")
     assert gather.attrib["speechModel"] == "phone_call"
     assert gather.attrib["speechTimeout"] == "2"
+
+
+def test_without_an_incident_the_menu_does_not_mention_one(twilio_post):
+    root = parse_twiml(twilio_post("/voice/incoming", CallSid=new_sid(), From=AFFECTED))
+    menu = root.find("Gather").find("Say").text
+    assert menu == ("ご用件をお話しください。"
+                    "SMSでのお知らせを停止、または再開する場合は9を押してください。")
