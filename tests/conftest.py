@@ -187,17 +187,28 @@ def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPa
     from the environment, against the same Redis and fake Twilio."""
     from rq import SimpleWorker
 
-    from worker import worker_services
 
     for name, value in config.items():
         if name.isupper():
             monkeypatch.setenv(name, str(value))
-    worker_services.cache_clear()
+    forget_worker_services()
 
     def run() -> None:
         SimpleWorker([svc.sms_queue, svc.queue], connection=svc.rq_redis).work(burst=True)
 
     yield run
+    forget_worker_services()
+
+
+def forget_worker_services() -> None:
+    """Drop the worker's cached Services, closing its Redis connections first (a dropped
+    pool would be closed by the garbage collector, which warns)."""
+    from worker import worker_services
+
+    if worker_services.cache_info().currsize:
+        built = worker_services()
+        built.redis.close()
+        built.rq_redis.close()
     worker_services.cache_clear()
 
 

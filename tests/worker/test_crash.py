@@ -30,9 +30,8 @@ from rq.scheduler import RQScheduler
 from ivr import create_app, keys
 from ivr.config import FROM_ENV
 from ivr.services import Services, build_services
-from tests.conftest import ADMIN_TOKEN, make_config
+from tests.conftest import ADMIN_TOKEN, forget_worker_services, make_config
 from tests.voice.helpers import add_customer, declare
-from worker import worker_services
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPIENTS = [f"+8190{5555_0000 + i:08d}" for i in range(60)]
@@ -131,11 +130,11 @@ def live(redis_server: Any, fake_twilio: Any, monkeypatch: pytest.MonkeyPatch
     env = {name: str(config[name]) for name in FROM_ENV if name in config}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    worker_services.cache_clear()
+    forget_worker_services()
     services = build_services(config)
     services.redis.flushdb()
     yield services, {**os.environ, **env, "IVR_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
-    worker_services.cache_clear()
+    forget_worker_services()
     services.redis.close()
     services.rq_redis.close()
 
@@ -212,7 +211,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
     # 3. The sweep, ten minutes on (and past settle_after_seconds), finds the pending claim and
     # settles it from Twilio's list of messages instead of sending again.
     with freeze_time(datetime.now(UTC) + timedelta(minutes=11)):
-        worker_services.cache_clear()
+        forget_worker_services()
         release_scheduler_locks(svc)
         scheduler = RQScheduler([svc.sms_queue, svc.queue], connection=svc.rq_redis)
         scheduler.acquire_locks()
