@@ -6,6 +6,7 @@ from flask import Response
 from twilio.twiml import TwiML
 
 
-def twiml(doc: TwiML, status: int = 200) -> Response:
-    """Serialise a VoiceResponse/MessagingResponse as text/xml."""
+def twiml(doc: TwiML | str, status: int = 200) -> Response:
+    """Serialise a VoiceResponse/MessagingResponse (or a document already serialised and
+    kept) as text/xml."""
     return Response(str(doc), status=status, mimetype="text/xml")

@@ -145,7 +145,7 @@ def greeting_twiml(svc: Services, greeting: calls.Greeting) -> Response:
         if len(kept) >= GREETINGS_KEPT:
             kept.clear()
         kept[key] = xml
-    return Response(xml, mimetype="text/xml")  # what twiml(vr) answers, from the kept text
+    return twiml(xml)
 
 
 def _said(form: Any, menu: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from rq.worker import HerokuWorker
 
 if TYPE_CHECKING:
+    from twilio.base.exceptions import TwilioRestException
+
     from ivr.services import Services
 
 WORKER_REDIS_TIMEOUT = 5.0  # a job may wait on Redis longer than a webhook may
@@ -51,3 +53,9 @@ class Worker(HerokuWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         worker_services()
+
+
+def retryable(e: TwilioRestException) -> bool:
+    """Twilio took nothing (rate limited, or its own fault): the same request may be sent
+    again. Every other refusal is an answer about this request and is not retried."""
+    return e.status == 429 or e.code == 20429 or e.status >= 500

@@ -14,15 +14,12 @@ from ivr import call, escalation, keys
 from ivr.phone import mask
 from ivr.services import Services
 from ivr.urls import public_url
-from worker import worker_services
+from worker import retryable, worker_services
 
 log = logging.getLogger(__name__)
 
 SV_LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
-
-def _retryable(e: TwilioRestException) -> bool:
-    return e.status == 429 or e.status >= 500 or e.code == 20429
 
 
 def dial_supervisor(call_sid: str, attempt: int) -> str | None:
@@ -59,7 +56,7 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
             timeout=int(settings["ring_timeout"]),
         )
     except TwilioRestException as e:
-        if _retryable(e):
+        if retryable(e):
             svc.redis.delete(claim)  # Twilio took nothing: the retry may dial
             raise
         log.warning("sv leg refused call_sid=%s attempt=%s code=%s to=%s", call_sid, attempt,

@@ -23,7 +23,7 @@ from ivr.ratelimit import SegmentRate
 from ivr.segments import segments
 from ivr.services import Services
 from ivr.urls import public_url
-from worker import worker_services
+from worker import retryable, worker_services
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,6 @@ end
 return 1
 """
 
-
-def _retryable(e: TwilioRestException) -> bool:
-    return e.status == 429 or e.code == 20429 or e.status >= 500
 
 
 def _entry(doc: dict[str, Any], seq: int) -> dict[str, Any] | None:
@@ -255,7 +252,7 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
                 **_sender(svc))
             break
         except TwilioRestException as e:
-            if _retryable(e):
+            if retryable(e):
                 if attempt < 2:
                     time.sleep(min(8.0, 0.5 * 2 ** attempt) + random.uniform(0, 0.5))
                     continue
