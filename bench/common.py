@@ -106,16 +106,16 @@ for i = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
   if i % 20 == 3 then tier = 'vip' end
   local language = 'ja'
   if d == 7 then language = 'en' end
-  redis.call('HSET', 'ivr:customer:' .. phone, 'phone', phone,
+  redis.call('HSET', '{ivr}:customer:' .. phone, 'phone', phone,
     'name', ARGV[4] .. string.format('%07d', i),
     'account_id', string.format('A%08d', i), 'tier', tier, 'services', services,
     'region', region, 'language', language, 'sms_opt_in', '1', 'mobile', '1',
     'updated_at', ARGV[3])
   redis.call('SADD', KEYS[1], phone)
-  redis.call('SADD', 'ivr:customers:service:mobile', phone)
-  if d < 4 then redis.call('SADD', 'ivr:customers:service:fiber', phone) end
-  if d == 9 then redis.call('SADD', 'ivr:customers:service:tv', phone) end
-  redis.call('SADD', 'ivr:customers:region:' .. region, phone)
+  redis.call('SADD', '{ivr}:customers:service:mobile', phone)
+  if d < 4 then redis.call('SADD', '{ivr}:customers:service:fiber', phone) end
+  if d == 9 then redis.call('SADD', '{ivr}:customers:service:tv', phone) end
+  redis.call('SADD', '{ivr}:customers:region:' .. region, phone)
 end
 return 1
 """
@@ -127,10 +127,10 @@ def seed_customers(r: redis.Redis, start: int, stop: int, *, batch: int = 10_000
     server-side batches of `batch`; check a sample against Customer.to_hash(); return the
     seconds it took. `r` needs a socket timeout of seconds, not the web's 0.25 s."""
     check_customer_shape()
-    assert keys.customers_all() == "ivr:customers:all"
-    assert keys.customer("+1") == "ivr:customer:+1"
-    assert keys.customers_by_service("x") == "ivr:customers:service:x"
-    assert keys.customers_by_region("x") == "ivr:customers:region:x"
+    assert keys.customers_all() == "{ivr}:customers:all"
+    assert keys.customer("+1") == "{ivr}:customer:+1"
+    assert keys.customers_by_service("x") == "{ivr}:customers:service:x"
+    assert keys.customers_by_region("x") == "{ivr}:customers:region:x"
     began = time.perf_counter()
     now = updated_at or datetime.now(UTC).isoformat()
     script = r.register_script(_SEED)

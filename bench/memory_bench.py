@@ -5,9 +5,9 @@ Run from the repository root (bench/run runs it for you):
 
 INFO memory used_memory before and after seeding the customers (hash + index sets, as
 ivr.customer writes them), then before and after `--calls` calls stored by the real
-functions of /voice/incoming (CallInfo.parse, caller_lookup, plan_greeting,
-record_incoming): each call's record hash, its place in the recent/active indexes and the
-caller's repeat-window sorted set. MEMORY USAGE of sample keys shows the parts.
+functions of /voice/incoming (CallInfo.parse, answer_incoming): each call's record hash,
+its place in the recent/active indexes and the caller's repeat-window sorted set. MEMORY
+USAGE of sample keys shows the parts.
 """
 
 from __future__ import annotations
@@ -56,14 +56,13 @@ def main() -> None:
         seed_customers(r, 0, args.customers)
         customers = used_memory(r)
         hash_bytes = sample_usage(r, [keys.customer(phone_of(i)) for i in range(0, 1000, 10)])
-        index_bytes = sum(r.memory_usage(k) or 0 for k in r.scan_iter("ivr:customers:*"))
+        index_bytes = sum(r.memory_usage(k) or 0 for k in r.scan_iter("{ivr}:customers:*"))
 
         froms = CallerMix(list(range(args.customers)), seed=3).take(args.calls)
         sids = []
         for i, raw_from in enumerate(froms):
             call = calls.CallInfo.parse(twilio_form(f"CA{i:032x}", raw_from))
-            greeting = calls.plan_greeting(svc, call, calls.caller_lookup(svc, call))
-            calls.record_incoming(svc, call, greeting)
+            calls.answer_incoming(svc, call)
             sids.append(call.call_sid)
         recorded = used_memory(r)
         record_bytes = sample_usage(r, [keys.call(s) for s in sids[::100]])

@@ -82,9 +82,6 @@ def call(app: Any, env: dict[str, Any]) -> bytes:
 
 def steps(app: Any, svc: Any, froms: list[str]) -> dict[str, float]:
     """CPU microseconds of each step of /voice/incoming, in the order the view runs them."""
-    import base64
-    import hashlib
-    import hmac
     import logging
 
     from common import AUTH_TOKEN, PUBLIC_BASE_URL
@@ -99,7 +96,7 @@ def steps(app: Any, svc: Any, froms: list[str]) -> dict[str, float]:
     from ivr.twiml import twiml
     from ivr.voice_twiml import callback_url
 
-    svc.redis.delete(*([k for k in svc.redis.scan_iter("ivr:caller:*", count=10_000)]
+    svc.redis.delete(*([k for k in svc.redis.scan_iter("{ivr}:caller:*", count=10_000)]
                        or ["-"]))
     forms = [twilio_form(f"CA{0xbe0000 + i:032x}", f) for i, f in enumerate(froms)]
     multi = [MultiDict(f) for f in forms]
@@ -117,30 +114,15 @@ def steps(app: Any, svc: Any, froms: list[str]) -> dict[str, float]:
     signed = [(f, validator.compute_signature(url, f)) for f in multi]
     step("signature check (both views)", lambda fs: validator.validate(url, *fs), signed)
 
-    def one_hmac(fs: tuple[Any, str]) -> bool:
-        # a proposal for ivr/signature.py: RequestValidator's string, built once from the
-        # MultiDict without its per-parameter exceptions, one HMAC (the port variant only
-        # when this fails)
-        form, sig = fs
-        text = url + "".join(name + value for name in sorted(form)
-                             for value in sorted(set(form.getlist(name))))
-        mac = base64.b64encode(hmac.new(key, text.encode(), hashlib.sha1).digest()).decode()
-        return hmac.compare_digest(mac, sig)
-
-    key = AUTH_TOKEN.encode()
-    assert all(one_hmac(fs) for fs in signed[:50])
-    step("  proposal: one HMAC, no exceptions", one_hmac, signed)
     infos = step("CallInfo.parse (E.164)", calls.CallInfo.parse, forms)
-    looks = step("caller_lookup (round trip 1)", lambda c: calls.caller_lookup(svc, c), infos)
-    plans = step("plan_greeting", lambda cl: calls.plan_greeting(svc, *cl),
-                 list(zip(infos, looks, strict=True)))
-    pairs = list(zip(infos, plans, strict=True))
-    step("record_incoming (round trip 2)", lambda cp: calls.record_incoming(svc, *cp), pairs)
+    greetings = step("answer_incoming (the one round trip)",
+                     lambda c: calls.answer_incoming(svc, c), infos)
+    pairs = list(zip(infos, greetings, strict=True))
     step("log line 'call in'", lambda cp: log.info(
         "call in call_sid=%s from=%s tags=%s", cp[0].call_sid, mask(cp[0].phone),
         ",".join(cp[1].tags) or "-"), pairs)
     with app.test_request_context("/voice/incoming", method="POST"):
-        # The view's TwiML part: everything after record_incoming, through the Response.
+        # The view's TwiML part: everything after answer_incoming, through the Response.
         from ivr import voice
 
         build = getattr(voice, "greeting_twiml", None)
@@ -214,7 +196,7 @@ def main() -> None:
         if args.profile:
             reqs = environs(signed_requests(TARGETS["incoming"], froms[: args.calls], 99,
                                             "127.0.0.1:8000"))
-            svc.redis.delete(*[k for k in svc.redis.scan_iter("ivr:caller:*", count=10_000)]
+            svc.redis.delete(*[k for k in svc.redis.scan_iter("{ivr}:caller:*", count=10_000)]
                              or ["-"])
             profiler = cProfile.Profile()
             profiler.enable()

@@ -8,8 +8,11 @@ Nothing reaches Twilio. Each process picks a message size from the scenario's se
 calls SegmentRate.attempt() until the limiter grants it (sleeping the wait it is told), and
 records the Redis server time of the grant. For each scenario and worker count the script
 prints the rate achieved over the first --seconds (a whole number) after the first grant,
-that rate as a share of the limit, and the most segments granted in any 1-second sliding
-window [t, t + 1 s). The limiter promises that last number is at most floor(mps).
+that rate as a share of the limit, the segments an ideal limiter would have granted to the
+same messages in the same time (ideal_segments: the ceiling the "never above the limit in any
+1 s window" rule leaves when whole messages of several segments must fit), the measured
+share of that, and the most segments granted in any 1-second sliding window [t, t + 1 s).
+The limiter promises that last number is at most floor(mps).
 
 Without --mps/--segments it runs 10/s with messages of 1-4 segments and 30/s with 1-2.
 
@@ -116,6 +119,29 @@ def max_in_window(grants: list[tuple[int, int]]) -> int:
     return best
 
 
+def ideal_segments(order: list[int], sizes: list[int], capacity: int, seconds: int) -> int:
+    """Segments an ideal limiter (no latency, no sleeping late) grants in `seconds` to the
+    same messages in the same order, under the same rule: at most `capacity` segments in any
+    window [t, t + 1 s). Messages cannot be split or reordered, so a 4-segment message waits
+    while 1-3 segments of the window go unused: the ceiling is below the limit whenever the
+    sizes do not pack it (all 4-segment messages at 10/s: two a second, 80 %). The measured
+    rate is judged against this ceiling as well as against the limit."""
+    more = random.Random(7)
+    window: list[tuple[int, int]] = []
+    t = granted = 0
+    end = seconds * WINDOW_US
+    for i in range(10**6):
+        size = order[i] if i < len(order) else more.choice(sizes)
+        while sum(n for _, n in window) + size > capacity:
+            t = max(t, window[0][0] + WINDOW_US)
+            window.pop(0)
+        if t >= end:
+            return granted
+        window.append((t, size))
+        granted += size
+    return granted
+
+
 def run(url: str, workers: int, mps: float, sizes: list[int], seconds: int
         ) -> dict[str, float]:
     ctx = mp.get_context("spawn")
@@ -141,8 +167,10 @@ def run(url: str, workers: int, mps: float, sizes: list[int], seconds: int
     first = grants[0][0]
     measured = [n for t, n in grants if t < first + seconds * 1_000_000]
     rate = sum(measured) / seconds
+    ideal = ideal_segments([n for _, n in grants], sizes, max(1, int(mps)), seconds)
     return {"messages": len(measured), "segments": sum(measured), "rate": rate,
-            "ratio": rate / mps, "max_window": max_in_window(grants),
+            "ratio": rate / mps, "ideal": ideal, "of_ideal": sum(measured) / ideal,
+            "max_window": max_in_window(grants),
             "attempts_per_grant": attempts / len(grants)}
 
 
@@ -169,7 +197,8 @@ def main() -> None:
     print(f"{args.seconds} s per run; the limiter promises at most floor(mps) segments in any "
           f"1 s window")
     print(f"{'mps':>5} {'sizes':>7} {'workers':>7} {'messages':>8} {'segments':>8} "
-          f"{'rate/s':>8} {'of limit':>8} {'max 1s':>7} {'tries/grant':>11}")
+          f"{'rate/s':>8} {'of limit':>8} {'ideal':>6} {'of ideal':>8} {'max 1s':>7} "
+          f"{'tries/grant':>11}")
     with redis_url() as url:
         for mps, sizes in scenarios:
             label = f"{min(sizes)}-{max(sizes)}"
@@ -177,6 +206,7 @@ def main() -> None:
                 r = run(url, workers, mps, sizes, args.seconds)
                 print(f"{mps:>5g} {label:>7} {workers:>7} {r['messages']:>8} "
                       f"{r['segments']:>8} {r['rate']:>8.2f} {r['ratio']:>8.1%} "
+                      f"{r['ideal']:>6} {r['of_ideal']:>8.1%} "
                       f"{r['max_window']:>7} {r['attempts_per_grant']:>11.2f}", flush=True)
 
 

@@ -154,8 +154,8 @@ def log_problems(log: Path, offset: int) -> tuple[int, dict[str, int]]:
 def reset_calls(r: redis.Redis) -> None:
     """Forget every call: records, indexes, repeat counters, escalation jobs; keep customers,
     the incident (its counters zeroed) and the roster."""
-    patterns = ("ivr:call:*", "ivr:caller:*", "ivr:escalations:*", "rq:*", "ivr:queue:*",
-                "ivr:calls:*")
+    patterns = ("{ivr}:call:*", "{ivr}:caller:*", "{ivr}:escalations:*", "rq:*", "{ivr}:queue:*",
+                "{ivr}:calls:*")
     for pattern in patterns:
         batch = []
         for key in r.scan_iter(match=pattern, count=10_000):
@@ -362,9 +362,9 @@ class Bench:
 
 
     def caller_logic(self, sites: list[Site]) -> dict[int, list[float]]:
-        """The part of /voice/incoming that touches Redis (caller_lookup, plan_greeting,
-        record_incoming), called in this process against each base in turn: the keyspace's
-        effect without HTTP, gunicorn or threads in the way."""
+        """The part of /voice/incoming that touches Redis (call.answer_incoming), called in
+        this process against each base in turn: the keyspace's effect without HTTP, gunicorn
+        or threads in the way."""
         mixes = {site.size: CallerMix(random.Random(site.size).sample(range(site.size), 1000),
                                       seed=29) for site in sites}
         took: dict[int, list[float]] = {site.size: [] for site in sites}
@@ -377,9 +377,7 @@ class Bench:
                          for i, f in enumerate(froms)]
                 start = time.perf_counter()
                 for info in batch:
-                    greeting = calls.plan_greeting(site.svc, info,
-                                                   calls.caller_lookup(site.svc, info))
-                    calls.record_incoming(site.svc, info, greeting)
+                    calls.answer_incoming(site.svc, info)
                 took[site.size].append(
                     round((time.perf_counter() - start) / len(batch) * 1e6, 1))
         for size, values in took.items():

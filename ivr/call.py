@@ -1,18 +1,18 @@
 """Call records: who called, what they were told, their tags, and their place in line.
 
-The voice path touches Redis at most twice per webhook (one read pipeline, one Lua script),
-and every write is keyed by CallSid so a webhook that Twilio retries changes nothing twice.
+The voice path touches Redis once per webhook (one Lua script, or one pipeline), and every
+write is keyed by CallSid so a webhook that Twilio retries changes nothing twice.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ivr import incident, keys
-from ivr.customer import Customer
 from ivr.phone import normalize
 from ivr.services import Services
 
@@ -20,26 +20,115 @@ BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
 BAND_SCALE = 10**13
 TRANSCRIPT_MAX = 1000
 
-# Creates the record once per CallSid and counts the call on each incident it concerns (and,
-# for /metrics, under each tag kind it carries).
-# KEYS: call, calls_recent, calls_active, metrics calls-by-tag, counters of each incident;
-# ARGV: sid, epoch, ttl, recent_max, n_fields, field/value pairs…, then one "1"/"0" affected
-# flag per incident, then the tag kinds to count (METRIC_TAGS, or 'untagged').
-_RECORD_CALL = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local n = tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
-for i = 5, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'calls', 1)
-  if ARGV[5 + 2 * n + i - 4] == '1' then redis.call('HINCRBY', KEYS[i], 'affected_calls', 1) end
+# The caller's first moment, whole, in one round trip: count the call in the number's
+# repeat window, read the customer and the active incidents, decide which incidents apply and
+# whether the caller is affected (the rules of ivr.incident.applies), tag and band the call,
+# and store it once per CallSid with its counters. A retried webhook (the record exists)
+# counts nothing again and gets back what the first attempt decided.
+# KEYS: customer, incidents_active, caller_calls (unused when withheld), call, calls_recent,
+# calls_active, metrics calls-by-tag. ARGV: sid, epoch, window s, call ttl, recent max,
+# repeat threshold, phone ('' when withheld), to, created_at, default lang, then the tag
+# kinds /metrics counts (METRIC_TAGS). The incidents' counter keys are built here from
+# KEYS[2]'s hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so Redis
+# Cluster serves these undeclared keys from the same node.
+# Returns {created 0/1, lang, tags JSON, incident ids JSON, active incident pairs}.
+_INCOMING = """
+local phone = ARGV[7]
+local place, first = 1, false
+if phone ~= '' then
+  local epoch = tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - tonumber(ARGV[3])))
+  if redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1]) == 1 then
+    place = redis.call('ZCARD', KEYS[3])
+  else
+    place = redis.call('ZCOUNT', KEYS[3], '-inf', redis.call('ZSCORE', KEYS[3], ARGV[1]))
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
 end
-redis.call('HINCRBY', KEYS[4], 'all', 1)  -- metrics
-for j = 6 + 2 * n + #KEYS - 4, #ARGV do redis.call('HINCRBY', KEYS[4], ARGV[j], 1) end  -- metrics
-return 1
+local active = redis.call('HGETALL', KEYS[2])
+local stored = redis.call('HMGET', KEYS[4], 'lang', 'tags', 'incidents')
+if stored[1] then return {0, stored[1], stored[2], stored[3], active} end
+
+local c = {}
+if phone ~= '' then
+  local cust = redis.call('HGETALL', KEYS[1])
+  for i = 1, #cust, 2 do c[cust[i]] = cust[i + 1] end
+end
+local known = c.phone ~= nil
+local services = {}
+if known then
+  for _, s in ipairs(cjson.decode(c.services or '[]')) do services[s] = true end
+end
+local rank = {critical = 1, major = 2, minor = 3}
+local docs = {}
+for i = 2, #active, 2 do docs[#docs + 1] = cjson.decode(active[i]) end
+table.sort(docs, function(a, b)
+  if rank[a.severity] ~= rank[b.severity] then return rank[a.severity] < rank[b.severity] end
+  if a.created_at ~= b.created_at then return a.created_at < b.created_at end
+  return a.id < b.id
+end)
+local counted, affected_ids, hits = {}, {}, {}
+for _, doc in ipairs(docs) do
+  local scope = type(doc.scope) == 'table' and doc.scope or {}
+  local hit = false
+  if phone ~= '' and type(scope.numbers) == 'table' then
+    for _, n in ipairs(scope.numbers) do if n == phone then hit = true end end
+  end
+  if known and not hit and type(scope.services) == 'table' then
+    for _, s in ipairs(scope.services) do if services[s] then hit = true end end
+  end
+  if known and not hit and (c.region or '') ~= '' and type(scope.regions) == 'table' then
+    for _, r in ipairs(scope.regions) do if r == c.region then hit = true end end
+  end
+  if doc.audience == 'all' or hit then
+    counted[#counted + 1] = doc.id
+    hits[#counted] = hit
+    if hit then affected_ids[#affected_ids + 1] = doc.id end
+  end
+end
+local vip = known and c.tier == 'vip'
+local tags = {}
+if #affected_ids > 0 then tags[#tags + 1] = 'affected' end
+if vip then tags[#tags + 1] = 'vip' end
+if place >= tonumber(ARGV[6]) then tags[#tags + 1] = 'repeat' end
+for _, id in ipairs(affected_ids) do tags[#tags + 1] = 'incident:' .. id end
+local band = (#affected_ids > 0 or vip) and '1' or '2'
+local function list(items)  -- as Python's json.dumps writes a list of strings
+  if #items == 0 then return '[]' end
+  local quoted = {}
+  for i, s in ipairs(items) do quoted[i] = cjson.encode(s) end
+  return '[' .. table.concat(quoted, ', ') .. ']'
+end
+local lang = ARGV[10]
+if known then lang = c.language or 'ja' end
+local tags_json, ids_json = list(tags), list(counted)
+local first_at = ARGV[2]
+if first then first_at = tostring(math.floor(tonumber(first))) end
+redis.call('HSET', KEYS[4], 'call_sid', ARGV[1], 'from', phone, 'to', ARGV[8],
+  'withheld', phone == '' and '1' or '0', 'lang', lang, 'tags', tags_json,
+  'incidents', ids_json, 'band', band, 'state', 'greeting', 'created_at', ARGV[9],
+  'customer_name', known and (c.name or '') or '', 'tier', known and (c.tier or 'standard') or '',
+  'services', known and (c.services or '[]') or '[]', 'call_number', tostring(place),
+  'first_call_at', first_at)
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[5]))
+local prefix = string.sub(KEYS[2], 1, string.find(KEYS[2], ':', 1, true)) .. 'incident:'
+for i, id in ipairs(counted) do
+  local key = prefix .. id .. ':counters'
+  redis.call('HINCRBY', key, 'calls', 1)
+  if hits[i] then redis.call('HINCRBY', key, 'affected_calls', 1) end
+end
+redis.call('HINCRBY', KEYS[7], 'all', 1)  -- metrics
+local has, kinds = {}, 0
+for _, t in ipairs(tags) do has[t] = true end
+for j = 11, #ARGV do
+  if has[ARGV[j]] then redis.call('HINCRBY', KEYS[7], ARGV[j], 1); kinds = kinds + 1 end
+end
+if kinds == 0 then redis.call('HINCRBY', KEYS[7], 'untagged', 1) end
+return {1, lang, tags_json, ids_json, active}
 """
 
 METRIC_TAGS = ("affected", "vip", "repeat", "priority")
@@ -100,24 +189,6 @@ return 1
 """
 
 
-# Counts one call from a number in its sliding window, once per CallSid (a retried webhook
-# re-adds the same member). KEYS: the number's calls; ARGV: sid, epoch, window seconds.
-# Returns {this call's place in the window (1 = first), epoch of the window's first call}:
-# the count at insertion (atomic, so simultaneous calls get 1, 2, 3…), or on a retry the
-# calls up to this one's arrival time.
-_COUNT_CALL = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[3])))
-local place
-if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 1 then
-  place = redis.call('ZCARD', KEYS[1])
-else
-  place = redis.call('ZCOUNT', KEYS[1], '-inf', redis.call('ZSCORE', KEYS[1], ARGV[1]))
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {place, first[2]}
-"""
-
 _MARK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
@@ -154,124 +225,50 @@ class Announcement:
     status: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Greeting:
-    """What /voice/incoming plays: in which language, which incidents, and the call's tags."""
+    """What /voice/incoming plays and how the call was tagged, as _INCOMING decided."""
 
     lang: str
     tags: list[str]
-    announcements: list[Announcement]
-    customer: Customer | None
-    new: bool = True
-    band: int = BAND_OTHER
-    incident_ids: list[str] = field(default_factory=list)
-    call_number: int = 1
-    first_call_at: float | None = None
+    announcements: tuple[Announcement, ...]
+    created: bool
 
     @property
     def repeat(self) -> bool:
         return "repeat" in self.tags
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """What Redis knows about a caller the moment they call."""
-
-    customer: Customer | None
-    incidents: list[dict[str, Any]]
-    call_number: int = 1
-    first_call_at: float | None = None
+@functools.lru_cache(maxsize=64)
+def _incident_doc(raw: str) -> dict[str, Any]:
+    """Every caller reads the same few incident documents: parse each version once.
+    The dict is shared by every caller; nothing may change it."""
+    doc: dict[str, Any] = json.loads(raw)
+    return doc
 
 
-def caller_lookup(svc: Services, call: CallInfo) -> Lookup:
-    """The customer record, every active incident and the repeat count, in one round trip.
-
-    Counting here (before the record exists) is safe because the count is keyed by CallSid:
-    a retried webhook finds its own member and gets the same place in the window.
-    """
-    phone = call.phone
-    window = int(svc.flows.escalation["repeat"]["window_hours"]) * 3600
-    pipe = svc.redis.pipeline(transaction=False)
-    pipe.hgetall(keys.customer(phone) if phone else keys.customer("unknown"))
-    pipe.hgetall(keys.incidents_active())
-    if phone and call.call_sid:
-        pipe.eval(_COUNT_CALL, 1, keys.caller_calls(phone), call.call_sid,
-                  int(svc.now().timestamp()), window)
-    results = pipe.execute()
-    data, active = results[0], results[1]
-    customer = Customer.from_hash(data) if phone else None
-    incidents = sorted((json.loads(v) for v in active.values()),
-                       key=lambda d: (incident.SEVERITIES.index(d["severity"]), d["created_at"]))
-    if len(results) == 3:
-        place, first = results[2]
-        return Lookup(customer, incidents, int(place), float(first) if first else None)
-    return Lookup(customer, incidents)
-
-
-def plan_greeting(svc: Services, call: CallInfo, lookup: Lookup) -> Greeting:
-    customer, incidents = lookup.customer, lookup.incidents
-    lang = customer.language if customer else svc.flows.default_language
-    tags: list[str] = []
-    announcements: list[Announcement] = []
-    affected_ids: list[str] = []
-    counted: list[str] = []
-    for doc in incidents:
-        announce, affected = incident.applies(doc, call.phone, customer)
-        if not announce:
-            continue
-        counted.append(doc["id"])
-        if affected:
-            affected_ids.append(doc["id"])
-        recording, text = incident.announcement_for(doc, lang)
-        announcements.append(Announcement(doc["id"], recording, text, doc.get("eta"),
-                                          doc.get("next_update_at"), doc["status"]))
-    if affected_ids:
-        tags.append("affected")
-    if customer and customer.tier == "vip":
-        tags.append("vip")
-    if lookup.call_number >= int(svc.flows.escalation["repeat"]["threshold"]):
-        tags.append("repeat")
-    tags += [f"incident:{i}" for i in affected_ids]
-    band = BAND_AFFECTED if ("affected" in tags or "vip" in tags) else BAND_OTHER
-    return Greeting(lang=lang, tags=tags, announcements=announcements, customer=customer,
-                    band=band, incident_ids=counted, call_number=lookup.call_number,
-                    first_call_at=lookup.first_call_at)
-
-
-def record_incoming(svc: Services, call: CallInfo, greeting: Greeting) -> bool:
-    """Store the call once per CallSid; False when this is Twilio retrying the webhook."""
-    now = svc.now()
-    record = {
-        "call_sid": call.call_sid,
-        "from": call.phone or "",
-        "to": call.to,
-        "withheld": "1" if call.phone is None else "0",
-        "lang": greeting.lang,
-        "tags": json.dumps(greeting.tags),
-        "incidents": json.dumps(greeting.incident_ids),
-        "band": str(greeting.band),
-        "state": "greeting",
-        "created_at": now.isoformat(),
-        "customer_name": greeting.customer.name if greeting.customer else "",
-        "tier": greeting.customer.tier if greeting.customer else "",
-        "services": json.dumps(greeting.customer.services if greeting.customer else [],
-                               ensure_ascii=False),
-        "call_number": str(greeting.call_number),
-        "first_call_at": str(int(greeting.first_call_at or now.timestamp())),
-    }
-    flat = [x for pair in record.items() for x in pair]
-    affected = ["1" if f"incident:{i}" in greeting.tags else "0" for i in greeting.incident_ids]
-    kinds = [t for t in METRIC_TAGS if t in greeting.tags] or ["untagged"]
-    created = svc.redis.eval(
-        _RECORD_CALL,
-        4 + len(greeting.incident_ids),
-        keys.call(call.call_sid), keys.calls_recent(), keys.calls_active(),
-        keys.metrics_calls_by_tag(),
-        *[keys.incident_counters(i) for i in greeting.incident_ids],
-        call.call_sid, int(now.timestamp()), keys.CALL_TTL, keys.RECENT_CALLS_MAX,
-        len(record), *flat, *affected, *kinds,
-    )
-    return bool(created)
+def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
+    """Count, look up, tag and record a new call in one round trip (_INCOMING), and say
+    which incidents to announce. Twilio retrying the webhook changes nothing and gets the
+    first attempt's tags (`created` False)."""
+    phone, now = call.phone, svc.now()
+    repeat = svc.flows.escalation["repeat"]
+    created, lang, tags, ids, active = svc.script(_INCOMING)(
+        keys=[keys.customer(phone or ""), keys.incidents_active(),
+              keys.caller_calls(phone or ""), keys.call(call.call_sid),
+              keys.calls_recent(), keys.calls_active(), keys.metrics_calls_by_tag()],
+        args=[call.call_sid, int(now.timestamp()), int(repeat["window_hours"]) * 3600,
+              keys.CALL_TTL, keys.RECENT_CALLS_MAX, int(repeat["threshold"]), phone or "",
+              call.to, now.isoformat(), svc.flows.default_language, *METRIC_TAGS])
+    docs = dict(zip(active[::2], active[1::2], strict=True))
+    announcements = []
+    for incident_id in json.loads(ids):
+        if incident_id in docs:
+            doc = _incident_doc(docs[incident_id])
+            recording, text = incident.announcement_for(doc, lang)
+            announcements.append(Announcement(incident_id, recording, text, doc.get("eta"),
+                                              doc.get("next_update_at"), doc["status"]))
+    return Greeting(lang, json.loads(tags), tuple(announcements), bool(created))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ MAX_ERRORS = 100
 CSV_TRUE = ("true", "1", "yes")
 CSV_FALSE = ("false", "0", "no")
 CSV_LIST_SEPARATOR = re.compile(r"[;|]")
-# Services and regions become parts of Redis keys (ivr:customers:service:<s>), so they may
+# Services and regions become parts of Redis keys ({ivr}:customers:service:<s>), so they may
 # not hold ':' or whitespace; ';' and '|' separate them in a CSV cell.
 LABEL_FORBIDDEN = re.compile(r"[:;|\s]")
 
@@ -88,7 +88,7 @@ class Customer:
     updated_at: str = ""
 
     def to_hash(self) -> dict[str, str]:
-        """The Redis hash form (README: ivr:customer:<phone>)."""
+        """The Redis hash form (README: {ivr}:customer:<phone>)."""
         data = asdict(self)
         data["services"] = json.dumps(self.services, ensure_ascii=False)
         data["sms_opt_in"] = "1" if self.sms_opt_in else "0"

@@ -90,7 +90,8 @@ def exposition(app: Flask, svc: Services) -> bytes:
 
 
 class RedisCollector:
-    """The numbers every process shares, read from Redis in two pipelined round trips."""
+    """The numbers every process shares, read from Redis in pipelined round trips (the jobs'
+    from the queue's Redis)."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
@@ -119,12 +120,14 @@ class RedisCollector:
         pipe.zcard(keys.calls_active())
         pipe.zcard(keys.waiting())
         pipe.hlen(keys.incidents_active())
+        jobs = svc.rq_redis.pipeline(transaction=False)  # RQ may have a Redis of its own
         for q in queues:
-            pipe.llen(q.key)
-            pipe.zcard(FailedJobRegistry(queue=q).key)
-            pipe.zcard(ScheduledJobRegistry(queue=q).key)
+            jobs.llen(q.key)
+            jobs.zcard(FailedJobRegistry(queue=q).key)
+            jobs.zcard(ScheduledJobRegistry(queue=q).key)
         (by_tag, escalations, attempts, incident_ids, active_calls, waiting,
-         active_incidents, *per_queue) = pipe.execute()
+         active_incidents) = pipe.execute()
+        per_queue = jobs.execute()
         sms = self._sms_totals(incident_ids)
 
         calls = CounterMetricFamily(

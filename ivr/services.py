@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 from rq import Queue
 from twilio.http.http_client import TwilioHttpClient
@@ -62,6 +63,7 @@ class Services:
     prompts: Prompts
     lexicon: Lexicon
     config: Mapping[str, Any]
+    _scripts: dict[str, Script] = field(default_factory=dict, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -69,6 +71,14 @@ class Services:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def script(self, source: str) -> Script:
+        """A Lua script run by EVALSHA (loaded once per Redis, again after a restart): the
+        hot paths send a 40-byte hash, not the script, and Redis skips hashing it."""
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self.redis.register_script(source)
+        return found
 
     def local(self, iso: str | None) -> datetime | None:
         """A stored UTC ISO time in IVR_TIMEZONE, for what people read and hear."""
@@ -112,11 +122,14 @@ def build_services(
     """Build everything from settings; `rq_redis` stays undecoded because RQ needs bytes.
 
     The web passes no `redis_timeout` and gets IVR_REDIS_TIMEOUT (short, so a webhook still
-    answers when Redis is slow); the worker asks for a longer one.
+    answers when Redis is slow); the worker asks for a longer one. The job queue may live on a
+    Redis of its own (IVR_QUEUE_REDIS_URL): RQ's multi-key commands cannot run on a Redis
+    Cluster, while everything of ours can.
     """
     timeout = redis_timeout or float(config.get("IVR_REDIS_TIMEOUT", 0.25))
     url = str(config["REDIS_URL"])
-    rq_redis = redis_client(url, timeout=timeout, decode=False)
+    rq_redis = redis_client(str(config.get("IVR_QUEUE_REDIS_URL") or url), timeout=timeout,
+                            decode=False)
     return Services(
         redis=redis_client(url, timeout=timeout, decode=True),
         rq_redis=rq_redis,

@@ -92,8 +92,8 @@ def incoming() -> Response:
     def answer(svc: Services) -> Response:
         if not call.call_sid:
             return twiml(degraded(svc))
-        greeting = calls.plan_greeting(svc, call, calls.caller_lookup(svc, call))
-        if calls.record_incoming(svc, call, greeting):
+        greeting = calls.answer_incoming(svc, call)
+        if greeting.created:
             log.info("call in call_sid=%s from=%s tags=%s", call.call_sid, mask(call.phone),
                      ",".join(greeting.tags) or "-")
         if greeting.repeat:

@@ -18,7 +18,7 @@ import redis as redis_lib
 from freezegun import freeze_time
 from twilio.request_validator import RequestValidator
 
-from ivr import create_app
+from ivr import create_app, keys
 from ivr.config import IVR_FLOWS_DIR, IVR_PROMPTS_DIR
 from ivr.services import Services, build_services
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer
@@ -30,16 +30,25 @@ START = "2026-11-23T01:00:00Z"  # 10:00 in Tokyo
 
 
 class RedisServer:
-    """A redis-server of the test session's own, on a unix socket in a temp dir."""
+    """A redis-server of the test session's own, on a unix socket in a temp dir.
 
-    def __init__(self, tmp: Path) -> None:
+    With `cluster=True` it is a Redis Cluster node serving only the slot of the `{ivr}` hash
+    tag, as one node of a real cluster would: it refuses any command, MULTI or Lua script
+    whose keys span slots (CROSSSLOT), any key of another slot, and any key a script builds
+    that is not in that slot. The app's data lives there for the whole suite, so every test
+    also proves the key layout is cluster-safe; RQ, which is not, gets a plain server.
+    """
+
+    def __init__(self, tmp: Path, *, cluster: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.exit("redis-server is not installed: run scripts/test, which installs it", 2)
         self.sock = tmp / "redis.sock"
+        mode = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp / "nodes.conf"),
+                "--cluster-require-full-coverage", "no"]
         self.proc = subprocess.Popen(
             [binary, "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+             "--save", "", "--appendonly", "no", "--dir", str(tmp), *(mode if cluster else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"unix://{self.sock}"
         deadline = time.monotonic() + 10
@@ -47,6 +56,12 @@ class RedisServer:
             try:
                 with redis_lib.Redis.from_url(self.url) as probe:
                     probe.ping()
+                    if cluster:
+                        slot = probe.execute_command("CLUSTER", "KEYSLOT", keys.PREFIX)
+                        probe.execute_command("CLUSTER", "ADDSLOTS", slot)
+                        while probe.execute_command("CLUSTER", "INFO").find(
+                                b"cluster_state:ok") < 0:
+                            time.sleep(0.02)
                 return
             except redis_lib.RedisError:
                 time.sleep(0.02)
@@ -59,7 +74,16 @@ class RedisServer:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    """The app's Redis, in cluster mode (see RedisServer)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), cluster=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def queue_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """RQ's Redis (IVR_QUEUE_REDIS_URL): RQ cannot run on a cluster."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-queue"))
     yield server
     server.stop()
 
@@ -83,10 +107,12 @@ def clock() -> Iterator[Any]:
         yield frozen
 
 
-def make_config(redis_url: str, twilio_url: str, **extra: Any) -> dict[str, Any]:
+def make_config(redis_url: str, twilio_url: str, queue_redis_url: str | None = None,
+                **extra: Any) -> dict[str, Any]:
     config = {
         "TESTING": True,
         "REDIS_URL": redis_url,
+        "IVR_QUEUE_REDIS_URL": queue_redis_url or redis_url,
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_FROM_NUMBER": "+815012345678",
@@ -104,14 +130,16 @@ def make_config(redis_url: str, twilio_url: str, **extra: Any) -> dict[str, Any]
 
 
 @pytest.fixture
-def config(redis_server: RedisServer, fake_twilio: FakeTwilio) -> dict[str, Any]:
-    return make_config(redis_server.url, fake_twilio.url)
+def config(redis_server: RedisServer, queue_redis_server: RedisServer,
+           fake_twilio: FakeTwilio) -> dict[str, Any]:
+    return make_config(redis_server.url, fake_twilio.url, queue_redis_server.url)
 
 
 @pytest.fixture
 def svc(config: dict[str, Any], clock: Any) -> Iterator[Services]:
     services = build_services(config, clock=lambda: datetime.now(UTC))
     services.redis.flushdb()
+    services.rq_redis.flushdb()
     yield services
     services.redis.close()
     services.rq_redis.close()

@@ -10,7 +10,7 @@ import pytest
 
 from ivr import keys
 
-KEY_SHAPE = re.compile(r"^ivr(:[^:\s]+)+$")
+KEY_SHAPE = re.compile(r"^\{ivr\}(:[^:\s{}]+)+$")
 REDIS_TYPE = re.compile(r"^(String|Hash|Set|Sorted set|List)\b")
 SAMPLES = {
     "incident_id": "INC-20261123-0001",

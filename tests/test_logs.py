@@ -184,9 +184,9 @@ def log_inside_job() -> str:
 
 
 def test_job_id_comes_from_the_running_rq_job(
-    log_lines: Callable[[], list[dict[str, Any]]], redis_server: Any
+    log_lines: Callable[[], list[dict[str, Any]]], queue_redis_server: Any
 ) -> None:
-    connection = redis_lib.Redis.from_url(redis_server.url)
+    connection = redis_lib.Redis.from_url(queue_redis_server.url)
     connection.flushdb()
     queue = Queue("sms", connection=connection)
     job = queue.enqueue(log_inside_job, job_id="sms-inc1-1-0a1b2c3d4e5f")

@@ -17,7 +17,7 @@ CSV = "text/csv"
 
 
 def ivr_keys(redis: Any) -> list[str]:
-    return sorted(redis.keys("ivr:*"))
+    return sorted(redis.keys("{ivr}:*"))
 
 
 def members(redis: Any, key: str) -> set[str]:

@@ -49,7 +49,7 @@ def active(redis: Any, incident_id: str) -> dict[str, Any] | None:
 
 def incident_keys(redis: Any) -> list[str]:
     """Every incident key (the id counter excepted: a refused declaration may bump it)."""
-    return sorted(redis.keys("ivr:incident:*") + redis.keys("ivr:incidents:*"))
+    return sorted(redis.keys("{ivr}:incident:*") + redis.keys("{ivr}:incidents:*"))
 
 
 def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
@@ -609,7 +609,7 @@ def test_no_or_a_wrong_token_gets_401_and_writes_nothing(client, redis, clock, h
         ),
     ):
         assert assert_error(response, 401)["code"] == "unauthorized"
-    assert redis.keys("ivr:*") == []
+    assert redis.keys("{ivr}:*") == []
 
 
 def test_the_bootstrap_token_works(client, clock):
@@ -636,7 +636,7 @@ def test_a_token_whose_record_is_gone_stops_working(client, svc, redis, clock):
     token = issue_token(svc, "sv-tanaka", svc.now())
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/incidents", headers=headers).status_code == 200
-    for key in redis.keys("ivr:token:*"):
+    for key in redis.keys("{ivr}:token:*"):
         redis.delete(key)
 
     assert_error(client.get("/api/incidents", headers=headers), 401)
@@ -654,7 +654,7 @@ def test_tokens_are_stored_hashed_never_raw(client, svc, redis, clock):
     )
 
     dumped = everything_in(svc.rq_redis)
-    assert len(redis.keys("ivr:token:*")) == 2
+    assert len(redis.keys("{ivr}:token:*")) == 2
     for raw in (token, second, ADMIN_TOKEN, token[4:], second[4:]):  # [4:]: without "ivr_"
         assert not [item for item in dumped if raw in item], raw
 

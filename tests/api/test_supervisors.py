@@ -47,7 +47,7 @@ def sv(
 
 
 def snapshot(redis: Any) -> dict[str, bytes]:
-    return {key: redis.dump(key) for key in sorted(redis.keys("ivr:*"))}
+    return {key: redis.dump(key) for key in sorted(redis.keys("{ivr}:*"))}
 
 
 def stored_phones(redis: Any) -> set[str]:

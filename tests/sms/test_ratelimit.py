@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 
 from ivr import keys
 from ivr.ratelimit import Attempt, RateLimitTimeout, SegmentRate
@@ -143,9 +144,10 @@ def test_below_one_a_second_the_window_is_longer(redis):
     assert 1990 < redis.pttl(keys.sms_rate()) <= 2001
 
 
-def test_raw_and_decoding_clients_share_one_limiter(svc):
+def test_raw_and_decoding_clients_share_one_limiter(svc, redis_server):
     decoded = SegmentRate(svc.redis, keys.sms_rate(), 3)
-    raw = SegmentRate(svc.rq_redis, keys.sms_rate(), 3)
+    raw_client = redis_lib.Redis.from_url(redis_server.url)  # bytes, as RQ's client is
+    raw = SegmentRate(raw_client, keys.sms_rate(), 3)
 
     first = raw.attempt(2)
     second = decoded.attempt(1)
@@ -155,6 +157,7 @@ def test_raw_and_decoding_clients_share_one_limiter(svc):
     assert first.granted and second.granted
     assert third.wait == (first.server_us + US - third.server_us) / US
     assert fourth.wait == (first.server_us + US - fourth.server_us) / US
+    raw_client.close()
 
 
 def test_a_key_left_by_the_old_limiter_is_replaced(redis):

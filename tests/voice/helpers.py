@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from ivr import keys
+
 _sids = itertools.count(1)
 
 
@@ -33,7 +35,7 @@ def add_customer(svc: Any, phone: str, **fields: Any) -> None:
     data = {"phone": phone, "name": "山田太郎", "services": ["mail"], "region": "kanto",
             "language": "ja", "tier": "standard", "mobile": True}
     data.update(fields)
-    svc.redis.hset(f"ivr:customer:{phone}", mapping=Customer(**data).to_hash())
+    svc.redis.hset(keys.customer(phone), mapping=Customer(**data).to_hash())
 
 
 def says(root: Any) -> list[str]:

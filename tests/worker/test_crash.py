@@ -30,7 +30,7 @@ from rq.scheduler import RQScheduler
 from ivr import create_app, keys
 from ivr.config import FROM_ENV
 from ivr.services import Services, build_services
-from tests.conftest import ADMIN_TOKEN, forget_worker_services, make_config
+from tests.conftest import ADMIN_TOKEN, forget_worker_services
 from tests.voice.helpers import add_customer, declare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,16 +123,17 @@ class Admin:
 
 
 @pytest.fixture
-def live(redis_server: Any, fake_twilio: Any, monkeypatch: pytest.MonkeyPatch
+def live(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
          ) -> Iterator[tuple[Services, dict[str, str]]]:
     """Services on the real clock, and the environment a worker process is configured from."""
-    config = make_config(redis_server.url, fake_twilio.url, IVR_SMS_MPS=MPS)
+    config = {**config, "IVR_SMS_MPS": MPS}
     env = {name: str(config[name]) for name in FROM_ENV if name in config}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     forget_worker_services()
     services = build_services(config)
     services.redis.flushdb()
+    services.rq_redis.flushdb()
     yield services, {**os.environ, **env, "IVR_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
     forget_worker_services()
     services.redis.close()
@@ -153,20 +154,19 @@ def release_scheduler_locks(svc: Services) -> None:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
-        live, fake_twilio, redis_server, tmp_path):
+        live, fake_twilio, queue_redis_server, tmp_path):
     svc, env = live
     for phone in RECIPIENTS:
         add_customer(svc, phone)
     svc.redis.sadd(keys.customers_by_service("mail"), *RECIPIENTS)
-    admin = Admin(create_app(make_config(redis_server.url, fake_twilio.url, IVR_SMS_MPS=MPS),
-                             services=svc).test_client())
+    admin = Admin(create_app(svc.config, services=svc).test_client())
     fake_twilio.delay = 0.05
     log = tmp_path / "rq-worker.log"
     workers: list[RqWorker] = []
     try:
         # 1. A real worker takes the fan-out; after KILL_AFTER messages the next send is held
         # inside Twilio, and the worker (with its work horse and scheduler) is killed.
-        workers.append(RqWorker(env, redis_server.url, log))
+        workers.append(RqWorker(env, queue_redis_server.url, log))
         first = workers[-1]
         inc = declare(admin)
         batch_id = f"sms-{inc['id']}-0-b0"
@@ -190,7 +190,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
         started.cleanup(time.time() + 86400)
         assert Job.fetch(batch_id, connection=svc.rq_redis).get_status() == JobStatus.SCHEDULED
         release_scheduler_locks(svc)
-        workers.append(RqWorker(env, redis_server.url, log))
+        workers.append(RqWorker(env, queue_redis_server.url, log))
         fresh = workers[-1]
         until("the retried batch to finish",
               lambda: Job.fetch(batch_id, connection=svc.rq_redis).get_status()

@@ -1,0 +1,83 @@
+"""The caller's script (call._INCOMING) decides in Lua who an incident applies to; the SMS
+status reply (ivr.inbound) decides it in Python (incident.applies). Both must agree for every
+kind of scope, audience and caller, or a caller would hear one thing and read another."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+
+from ivr import call as calls
+from ivr import incident, keys
+from ivr.customer import Customer
+from tests.voice.helpers import add_customer, declare, new_sid
+
+KNOWN = "+819011110001"
+BARE = "+819011110002"  # a customer with no services and no region
+STRANGER = "+819011110003"  # not a customer
+SCOPES = [{"numbers": [KNOWN]}, {"numbers": [STRANGER]}, {"services": ["mail"]},
+          {"services": ["tv", "mail"]}, {"services": ["tv"]}, {"regions": ["kanto"]},
+          {"regions": ["kansai"]}, {"services": ["tv"], "regions": ["kanto"]}, {}]
+CALLERS = [KNOWN, BARE, STRANGER, None]
+
+
+def form(phone: str | None) -> dict[str, str]:
+    return {"CallSid": new_sid(), "From": phone or "anonymous", "To": "+815012345678"}
+
+
+@pytest.fixture
+def base(admin: Any, svc: Any) -> dict[str, Any]:
+    add_customer(svc, KNOWN, services=["mail"], region="kanto", tier="vip")
+    add_customer(svc, BARE, services=[], region="", language="en")
+    return declare(admin)
+
+
+@pytest.mark.parametrize(("scope", "audience"),
+                         list(itertools.product(SCOPES, ("affected", "all"))))
+def test_lua_and_python_agree_on_who_is_affected(svc, base, scope, audience):
+    doc = {**base, "scope": scope, "audience": audience}
+    svc.redis.delete(keys.incidents_active())
+    svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps(doc, ensure_ascii=False))
+    for phone in CALLERS:
+        info = calls.CallInfo.parse(form(phone))
+        customer = Customer.from_hash(svc.redis.hgetall(keys.customer(phone))) if phone else None
+        announce, affected = incident.applies(doc, info.phone, customer)
+        greeting = calls.answer_incoming(svc, info)
+        assert [a.incident_id for a in greeting.announcements] == ([doc["id"]] if announce
+                                                                   else []), (phone, scope)
+        assert ("affected" in greeting.tags) == affected, (phone, scope, audience)
+        assert (f"incident:{doc['id']}" in greeting.tags) == affected
+        assert ("vip" in greeting.tags) == (phone == KNOWN)
+        assert greeting.lang == (customer.language if customer else "ja")
+        record = svc.redis.hgetall(keys.call(info.call_sid))
+        assert record["band"] == ("1" if affected or phone == KNOWN else "2")
+        assert json.loads(record["incidents"]) == ([doc["id"]] if announce else [])
+
+
+def test_incidents_are_announced_by_severity_then_age_then_id(svc, base):
+    docs = [{**base, "id": "INC-9", "severity": "minor", "created_at": "2026-11-23T00:00:00Z"},
+            {**base, "id": "INC-3", "severity": "major", "created_at": "2026-11-23T00:10:00Z"},
+            {**base, "id": "INC-2", "severity": "major", "created_at": "2026-11-23T00:10:00Z"},
+            {**base, "id": "INC-7", "severity": "critical",
+             "created_at": "2026-11-23T00:30:00Z"}]
+    svc.redis.delete(keys.incidents_active())
+    for doc in docs:
+        svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps({**doc, "audience": "all"}))
+    greeting = calls.answer_incoming(svc, calls.CallInfo.parse(form(KNOWN)))
+    assert [a.incident_id for a in greeting.announcements] == ["INC-7", "INC-2", "INC-3",
+                                                               "INC-9"]
+
+
+def test_a_retried_webhook_gets_the_first_answer_even_after_the_incident_changed(svc, base):
+    info = calls.CallInfo.parse(form(KNOWN))
+    first = calls.answer_incoming(svc, info)
+    doc = {**base, "scope": {"services": ["tv"]}}
+    svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps(doc))
+    again = calls.answer_incoming(svc, info)
+    assert first.created and not again.created
+    assert again.tags == first.tags and "affected" in again.tags
+    counters = svc.redis.hgetall(keys.incident_counters(base["id"]))
+    assert counters["calls"] == "1" and counters["affected_calls"] == "1"
