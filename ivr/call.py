@@ -284,8 +284,8 @@ def enqueue(svc: Services, call_sid: str, said: Mapping[str, str] | None = None
     now_ms = int(svc.now().timestamp() * 1000)
     fields = {k: v for k, v in (said or {}).items() if v}
     flat = [x for pair in fields.items() for x in pair]
-    found = svc.redis.eval(_ENQUEUE, 2, keys.call(call_sid), keys.waiting(), call_sid, now_ms,
-                           len(fields), *flat)
+    found = svc.eval(_ENQUEUE, 2, keys.call(call_sid), keys.waiting(), call_sid, now_ms,
+                     len(fields), *flat)
     if not found:
         return None
     band, lang, tags = found
@@ -294,8 +294,8 @@ def enqueue(svc: Services, call_sid: str, said: Mapping[str, str] | None = None
 
 def next_caller(svc: Services, agent_call_sid: str) -> dict[str, Any] | None:
     """Take the waiting caller with the highest priority for this operator."""
-    sid = svc.redis.eval(_NEXT_CALLER, 2, keys.waiting(), keys.agent_assignment(agent_call_sid),
-                         agent_call_sid, keys.AGENT_ASSIGNMENT_TTL, keys.call(""))
+    sid = svc.eval(_NEXT_CALLER, 2, keys.waiting(), keys.agent_assignment(agent_call_sid),
+                   agent_call_sid, keys.AGENT_ASSIGNMENT_TTL, keys.call(""))
     return get(svc, sid) if sid else None
 
 
@@ -304,8 +304,8 @@ def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bo
     if duration and duration.isdigit():
         fields["duration"] = duration
     flat = [x for pair in fields.items() for x in pair]
-    done = svc.redis.eval(_CLOSE, 4, keys.call(call_sid), keys.calls_active(), keys.waiting(),
-                          keys.metrics_escalations(), call_sid, len(fields), *flat)
+    done = svc.eval(_CLOSE, 4, keys.call(call_sid), keys.calls_active(), keys.waiting(),
+                    keys.metrics_escalations(), call_sid, len(fields), *flat)
     return bool(done)
 
 
@@ -347,7 +347,7 @@ def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int,
 def mark(svc: Services, call_sid: str, **fields: str) -> bool:
     """Set fields on an existing call record; never creates one for an unknown CallSid."""
     flat = [x for pair in fields.items() for x in pair]
-    return bool(svc.redis.eval(_MARK, 1, keys.call(call_sid), *flat))
+    return bool(svc.eval(_MARK, 1, keys.call(call_sid), *flat))
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     counter = COUNTER.get(callback.status, "") if incident_id else ""
     counters_key = keys.incident_counters(incident_id) if incident_id else message_key
     want_resend = code in RETRY_ONCE_CODES and callback.status in FAILED
-    known, status, changed, counted, resend = svc.redis.eval(
+    known, status, changed, counted, resend = svc.eval(
         _RECORD, 2, message_key, counters_key, callback.status,
         "" if code is None else str(code), counter, "1" if want_resend else "0",
         svc.now().isoformat())

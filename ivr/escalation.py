@@ -189,10 +189,10 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     if not people:
         fields["band"] = str(call.BAND_PRIORITY)
     flat = [x for pair in fields.items() for x in pair]
-    started = svc.redis.eval(_START, 4, keys.call(call_sid),
-                             keys.escalations_raised_by(raised_by or "-"),
-                             keys.metrics_escalations(), keys.metrics_calls_by_tag(),
-                             int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
+    started = svc.eval(_START, 4, keys.call(call_sid),
+                       keys.escalations_raised_by(raised_by or "-"),
+                       keys.metrics_escalations(), keys.metrics_calls_by_tag(),
+                       int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
     was_started, state = started
     if not was_started:
         return str(state)
@@ -219,9 +219,9 @@ def queue_dial(svc: Services, call_sid: str, attempt: int) -> None:
 
 def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | None:
     """Give up on `attempt` (no answer, busy, declined, timed out) and queue the next SV."""
-    nxt = svc.redis.eval(_ADVANCE, 3, keys.call(call_sid), keys.escalation_log(call_sid),
-                         keys.metrics_escalation_attempts(), attempt, result,
-                         svc.now().isoformat())
+    nxt = svc.eval(_ADVANCE, 3, keys.call(call_sid), keys.escalation_log(call_sid),
+                   keys.metrics_escalation_attempts(), attempt, result,
+                   svc.now().isoformat())
     if int(nxt) < 0:
         return None
     log.info("escalation moves on call_sid=%s attempt=%s result=%s", call_sid, attempt, result)
@@ -231,16 +231,16 @@ def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | No
 
 def accept(svc: Services, call_sid: str, attempt: int) -> bool:
     now = svc.now()
-    return bool(svc.redis.eval(_ACCEPT, 3, keys.call(call_sid), keys.escalation_log(call_sid),
-                               keys.metrics_escalations(), attempt, now.isoformat(),
-                               int(now.timestamp())))
+    return bool(svc.eval(_ACCEPT, 3, keys.call(call_sid), keys.escalation_log(call_sid),
+                         keys.metrics_escalations(), attempt, now.isoformat(),
+                         int(now.timestamp())))
 
 
 def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str) -> bool:
     """Set escalation fields only while the state is one of `states`."""
     flat = [x for pair in fields.items() for x in pair]
-    return bool(svc.redis.eval(_SET_IF, 3, keys.call(call_sid), keys.metrics_escalations(),
-                               keys.metrics_calls_by_tag(), len(states), *states, *flat))
+    return bool(svc.eval(_SET_IF, 3, keys.call(call_sid), keys.metrics_escalations(),
+                         keys.metrics_calls_by_tag(), len(states), *states, *flat))
 
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:

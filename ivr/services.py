@@ -80,6 +80,10 @@ class Services:
             found = self._scripts[source] = self.redis.register_script(source)
         return found
 
+    def eval(self, source: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """`redis.eval`'s signature, run by EVALSHA through script()."""
+        return self.script(source)(keys=keys_and_args[:numkeys], args=keys_and_args[numkeys:])
+
     def local(self, iso: str | None) -> datetime | None:
         """A stored UTC ISO time in IVR_TIMEZONE, for what people read and hear."""
         if not iso:

@@ -219,16 +219,16 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
                   "segments": str(segments(body).count), "created_at": svc.now().isoformat(),
                   "settled": "twilio"}
         fields = [x for pair in record.items() for x in pair]
-        if svc.redis.eval(_SETTLE, 3, claim, keys.sms_message(sid),
-                          keys.incident_counters(incident_id), value, sid, keys.SMS_TTL,
-                          *fields):
+        if svc.eval(_SETTLE, 3, claim, keys.sms_message(sid),
+                    keys.incident_counters(incident_id), value, sid, keys.SMS_TTL,
+                    *fields):
             log.info("settled from twilio message_sid=%s to=%s", sid, mask(phone))
             status = str(sent.status or "")
             if status in RANK:  # the callbacks that found no record meanwhile
                 code = int(sent.error_code) if sent.error_code else None
                 record_status(svc, StatusCallback(sid, status, code, phone))
         return False
-    return bool(svc.redis.eval(_TAKE_OVER, 1, claim, value, mine, keys.SMS_TTL))
+    return bool(svc.eval(_TAKE_OVER, 1, claim, value, mine, keys.SMS_TTL))
 
 
 def _find_sent(svc: Services, phone: str, body: str, since: int) -> Any | None:
