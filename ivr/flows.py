@@ -246,6 +246,29 @@ def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
     return line
 
 
+def _duplicate_key(node: yaml.Node | None, at: tuple[str, ...] = ()
+                   ) -> tuple[str, int, int] | None:
+    """The first key written twice in one mapping: (dotted key, first line, second line).
+    YAML loaders keep the last one silently, so an edited copy of a block would quietly undo
+    the original; ops must hear about it."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name, line = str(key.value), key.start_mark.line + 1
+            if name in seen:
+                return ".".join((*at, name)), seen[name], line
+            seen[name] = line
+            found = _duplicate_key(value, (*at, name))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, (*at, str(i)))
+            if found:
+                return found
+    return None
+
+
 def _offending_key(err: jsonschema.ValidationError) -> str | None:
     """The property a `required` or `additionalProperties` error is really about."""
     if not isinstance(err.instance, dict) or not isinstance(err.schema, dict):
@@ -273,6 +296,11 @@ def load_file(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise FlowError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    duplicate = _duplicate_key(node)
+    if duplicate:
+        key, first, again = duplicate
+        raise FlowError(f"{path}:{again}: {key}: written twice (first on line {first}). "
+                        "Fix: keep one of them.")
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
                     key=lambda err: list(err.absolute_path))
     if errors:

@@ -129,6 +129,24 @@ def test_invalid_yaml_names_file_and_line(tmp_path):
     assert "not valid YAML" in message
 
 
+@pytest.mark.parametrize("name", ["call.yaml", "incidents.yaml", "escalation.yaml", "sms.yaml"])
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path, name):
+    flows = copy_flows(tmp_path)
+    path = flows / name
+    text = path.read_text(encoding="utf-8")
+    first_key = next(line for line in text.splitlines()
+                     if line and not line.startswith(("#", " ", "-")))
+    edited = edit(path, first_key + "\n", first_key + "\n" + first_key + "\n")
+
+    with pytest.raises(FlowError) as raised:
+        load_flows(flows)
+
+    lines = [i for i, line in enumerate(edited.splitlines(), 1) if line == first_key]
+    key = first_key.split(":")[0]
+    assert str(raised.value).startswith(f"{path}:{lines[1]}: {key}: written twice "
+                                        f"(first on line {lines[0]})")
+
+
 def test_a_missing_file_is_named(tmp_path):
     flows = copy_flows(tmp_path)
     (flows / "incidents.yaml").unlink()
