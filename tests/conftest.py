@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from freezegun import freeze_time
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app, keys
+from ivr import services as services_module
 from ivr.config import IVR_FLOWS_DIR, IVR_PROMPTS_DIR
 from ivr.services import Services, build_services
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer
@@ -86,6 +87,36 @@ def queue_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Red
     server = RedisServer(tmp_path_factory.mktemp("redis-queue"))
     yield server
     server.stop()
+
+
+def _loaded_once(load: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`load` memoised by the path and the size and mtime of every file beside it."""
+    cache: dict[Any, Any] = {}
+
+    def cached(path: Any) -> Any:
+        directory = Path(path) if Path(path).is_dir() else Path(path).parent
+        stamp = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size)
+                             for f in directory.iterdir() if f.is_file()))
+        key = (str(path), stamp)
+        if key not in cache:
+            cache[key] = load(path)
+        return cache[key]
+
+    return cached
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flows_loaded_once() -> Iterator[None]:
+    """Loading flows/, compiling prompts/ and the intent lexicon takes about half a second,
+    and nearly every test builds Services (and the worker builds its own): load each
+    directory once per session, again only if a file in it changes. Production loads once
+    per process anyway. Nothing may change what the loaders return; tests that need other
+    flows copy them (dataclasses.replace, or a tmp directory)."""
+    patch = pytest.MonkeyPatch()
+    for name in ("load_flows", "load_prompts", "load_lexicon"):
+        patch.setattr(services_module, name, _loaded_once(getattr(services_module, name)))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
