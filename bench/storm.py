@@ -8,7 +8,7 @@ Everything runs on loopback, in processes of its own: a redis-server (or the emp
 of REDIS_URL), a fake Twilio REST API in this process (tests/fakes/twilio_api.py, reached
 through TWILIO_API_BASE_URL), TWO web processes (`gunicorn -c gunicorn.conf.py
 "ivr:create_app()"` as the Procfile runs it, each on its own port) and TWO
-`rq worker -w worker.Worker --with-scheduler sms default`, all on that one Redis.
+`rq worker -w worker.Worker --with-scheduler default sms`, all on that one Redis.
 
 Before the storm, customers are imported through the admin API (a third not opted in to SMS,
 one in twenty on a landline, about one in a hundred having texted 停止), and three
@@ -292,8 +292,8 @@ class Deployment:
         for n in range(2):
             self.workers.append(self._spawn(
                 [rq, "worker", "-w", "worker.Worker", "--with-scheduler",
-                 "--disable-job-desc-logging", "--url", self.env["REDIS_URL"], "sms",
-                 "default"], f"worker{n + 1}"))
+                 "--disable-job-desc-logging", "--url", self.env["REDIS_URL"], "default",
+                 "sms"], f"worker{n + 1}"))
         deadline = time.monotonic() + 60
         for port, proc in zip(self.ports, self.web, strict=True):
             while True:
@@ -619,7 +619,7 @@ def wait_for_jobs(svc: Services, limit: float, quiet: float = 1.5) -> float:
     """Wait until both queues are empty and no job is running for `quiet` s in a row, at
     most `limit` s; return how long it took (scheduled jobs, e.g. the sweep, are left)."""
     began = time.monotonic()
-    queues = [svc.sms_queue, svc.queue]
+    queues = [svc.queue, svc.sms_queue]
     idle_since: float | None = None
     while time.monotonic() - began < limit:
         busy = sum(q.count + StartedJobRegistry(queue=q).count for q in queues)

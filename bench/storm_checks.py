@@ -370,8 +370,9 @@ def fan_out_paragraph(figures: dict[str, Any]) -> str:
     return (f"The first report went to {figures.get('sms_sent', 0):,} customers "
             f"({figures.get('sms_segments_per_message', 0)} segments each on average) in "
             f"{figures.get('sms_fan_out_seconds', 0)} s from the declaration. The workers run "
-            "`sms default`, taking every `sms` job before a `default` one, and the SV dial-out "
-            "is a `default` job. " + "; ".join(parts) + ". An escalation whose "
+            "`default sms`: a voice job (the SV dial-out, the watchdog, an operator hand-over) "
+            "before any SMS job, and an SMS batch hands its worker back as soon as a voice job "
+            "waits. " + "; ".join(parts) + ". An escalation whose "
             "caller hangs up before its dial-out job runs rings nobody (the job finds the "
             "call completed), so a dial-out later than the caller's patience is a missed one.")
 

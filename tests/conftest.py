@@ -253,7 +253,7 @@ def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPa
     forget_worker_services()
 
     def run() -> None:
-        SimpleWorker([svc.sms_queue, svc.queue], connection=svc.rq_redis).work(burst=True)
+        SimpleWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
 
     yield run
     forget_worker_services()

@@ -24,3 +24,14 @@ def test_every_redis_key_is_in_the_readme_table():
         params = inspect.signature(fn).parameters
         pattern = fn(**{name: f"<{name}>" for name in params})
         assert f"| `{pattern}` |" in README, f"{fn.__name__}: add {pattern} to README"
+
+
+def test_workers_take_voice_jobs_before_sms_everywhere_they_are_started():
+    """An SV dial-out must not queue behind a fan-out: every worker command lists `default`
+    (voice jobs) before `sms`."""
+    procfile = (ROOT / "Procfile").read_text(encoding="utf-8")
+    dev = (ROOT / "scripts" / "dev").read_text(encoding="utf-8")
+    worker = next(line for line in procfile.splitlines() if line.startswith("worker:"))
+    assert worker.endswith(" default sms")
+    assert '--pid "$RUN/worker.pid" default sms &' in dev
+    assert "sms default" not in README

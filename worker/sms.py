@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from requests.exceptions import RequestException
-from rq import Retry
+from rq import Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 from twilio.base.exceptions import TwilioRestException
 
@@ -165,12 +165,32 @@ def send_batch(incident_id: str, seq: int, phones: list[str]) -> dict[str, int]:
     if entry is None:
         return outcomes
     rate = _rate(svc)
-    for phone in phones:
+    for i, phone in enumerate(phones):
+        if i and svc.queue.count:
+            _continue_later(svc, incident_id, seq, phones[i:])
+            outcomes["handed_back"] = len(phones) - i
+            break
         result = deliver(svc, doc, entry, seq, phone, rate)
         outcomes[result] = outcomes.get(result, 0) + 1
         if result == "halted":
             break
     return outcomes
+
+
+def _continue_later(svc: Services, incident_id: str, seq: int, rest: list[str]) -> None:
+    """A voice job is waiting (an SV to ring, a caller to hand to an operator): give the
+    worker back and queue the rest of this batch at the head of the SMS queue. Workers take
+    `default` before `sms`, so the voice job runs next and the fan-out resumes after it; a
+    batch at 10 segments a second could otherwise hold a worker for half a minute while a
+    caller hears hold music. Recipients already claimed are skipped if the rest runs twice."""
+    job = get_current_job()
+    job_id = f"{job.id if job else f'sms-{incident_id}-{seq}'}-r{len(rest)}"
+    mps = float(svc.config["IVR_SMS_MPS"])
+    svc.sms_queue.enqueue_call("worker.sms.send_batch", (incident_id, seq, rest), job_id=job_id,
+                               timeout=int(60 + len(rest) * 3 / mps), result_ttl=3600,
+                               retry=BATCH_RETRY, at_front=True)
+    log.info("batch handed back for voice jobs incident=%s seq=%s rest=%d job_id=%s",
+             incident_id, seq, len(rest), job_id)
 
 
 def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int | str,

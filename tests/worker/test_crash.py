@@ -72,7 +72,7 @@ def descendants(pid: int) -> list[int]:
 
 
 class RqWorker:
-    """`rq worker -w worker.Worker --with-scheduler sms default` in a process group of its own.
+    """`rq worker -w worker.Worker --with-scheduler default sms` in a process group of its own.
 
     RQ puts each work horse in a process group of its own (os.setpgrp), so killing the worker
     the way a lost machine would means killing every group under it.
@@ -84,7 +84,7 @@ class RqWorker:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(rq), "worker", "-w", "worker.Worker", "--with-scheduler", "--url", url,
-                 "sms", "default"],
+                 "default", "sms"],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -218,7 +218,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
         scheduler.enqueue_scheduled_jobs()
         scheduler.release_locks()
         assert f"sweep-{inc['id']}-0-1" in svc.sms_queue.get_job_ids()
-        SimpleWorker([svc.sms_queue, svc.queue], connection=svc.rq_redis).work(burst=True)
+        SimpleWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
 
     sent = fake_twilio.sent_to()
     assert sent == {phone: 1 for phone in RECIPIENTS}

@@ -329,3 +329,30 @@ def test_a_temporary_carrier_failure_is_resent_once_later(admin, customers, svc,
     assert fake_twilio.sent_to() == {JA: 2}  # a resend is never resent
     counters = admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]
     assert counters["sms_failed"] == 2
+
+
+SEEN_BY_VOICE_JOB: list[int] = []
+FAKE: list = []
+
+
+def voice_job() -> None:
+    """Stands for an SV dial-out: notes how many SMS had gone out when it ran."""
+    SEEN_BY_VOICE_JOB.append(len(FAKE[0].messages))
+
+
+def test_a_batch_hands_its_worker_back_when_a_voice_job_waits(admin, customers, svc,
+                                                              fake_twilio, run_jobs):
+    from worker.sms import send_batch
+
+    inc = declare(admin)
+    svc.sms_queue.empty()  # the fan-out job; this test runs the batch itself
+    FAKE[:], SEEN_BY_VOICE_JOB[:] = [fake_twilio], []
+    svc.queue.enqueue(voice_job)
+
+    assert send_batch(inc["id"], 0, [JA, EN, VIP]) == {"sent": 1, "handed_back": 2}
+
+    (rest,) = svc.sms_queue.get_jobs()
+    assert rest.args == (inc["id"], 0, [EN, VIP])
+    run_jobs()
+    assert SEEN_BY_VOICE_JOB == [1]  # the voice job ran before the rest of the batch
+    assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
