@@ -329,6 +329,18 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                 f"{counters.get('escalations', '?')}. The load generator used "
                 f"{comp['incoming']['client_cpu_us_per_request']:.0f} µs of CPU per incoming "
                 "request on the same machine."]
+        conns = int(web.get("concurrency") or 16)
+        implied = {t: conns / comp[t]["rps"] * 1000 for t in ("static", "minimal", "incoming")
+                   if comp[t]["rps"]}
+        if implied:
+            out += ["", f"Latency at {conns} connections in a closed loop is set by throughput "
+                    "(Little's law: mean latency = connections / req/s): "
+                    + ", ".join(f"{t} {ms:.1f} ms" for t, ms in implied.items())
+                    + f". A p99 of 25 ms needs a mean well under it, so more than "
+                    f"{conns / 0.025:.0f} req/s from every view on this machine; even the "
+                    "minimal view is below that here, with the load generator on the same two "
+                    "CPUs. The open-loop latency a real incident brings (30 new calls a second "
+                    "with all their webhooks) is in the incident storm's section."]
         warnings = {t: comp[t]["log_warnings"] for t in ("static", "minimal", "incoming")
                     if comp[t]["log_warnings"]}
         if warnings:
