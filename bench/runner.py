@@ -234,8 +234,9 @@ def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[s
             shown += (f"; {min(ideal):.1%} – {max(ideal):.1%} of what an ideal limiter grants "
                       "the same messages under the same rule (see SMS send rate)")
         table.append(["SMS send rate, 1/2/4 workers", "within 5 % of IVR_SMS_MPS", shown,
-                      verdict(worst["share"] >= 0.95) if not ideal else
-                      "met against the ceiling" if min(ideal) >= 0.95 else "NOT met"])
+                      verdict(worst["share"] >= 0.95) if not ideal or worst["share"] >= 0.95
+                      else "NOT met where the rule's own ceiling is lower; met against it"
+                      if min(ideal) >= 0.95 else "NOT met"])
         if any("mps" in x for x in rates):
             table.append(["SMS segments in any 1 s", "never above the limit",
                           f"max {max(x['max_1s'] for x in rates)} "
@@ -336,11 +337,10 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
             out += ["", f"Latency at {conns} connections in a closed loop is set by throughput "
                     "(Little's law: mean latency = connections / req/s): "
                     + ", ".join(f"{t} {ms:.1f} ms" for t, ms in implied.items())
-                    + f". A p99 of 25 ms needs a mean well under it, so more than "
-                    f"{conns / 0.025:.0f} req/s from every view on this machine; even the "
-                    "minimal view is below that here, with the load generator on the same two "
-                    "CPUs. The open-loop latency a real incident brings (30 new calls a second "
-                    "with all their webhooks) is in the incident storm's section."]
+                    + f". A p99 of 25 ms needs a mean well under it: far more than "
+                    f"{conns / 0.025:.0f} req/s, with the load generator on the same two CPUs. "
+                    "The open-loop latency a real incident brings (30 new calls a second with "
+                    "all their webhooks) is in the incident storm's section."]
         warnings = {t: comp[t]["log_warnings"] for t in ("static", "minimal", "incoming")
                     if comp[t]["log_warnings"]}
         if warnings:
