@@ -25,12 +25,15 @@ TRANSCRIPT_MAX = 1000
 # whether the caller is affected (the rules of ivr.incident.applies), tag and band the call,
 # and store it once per CallSid with its counters. A retried webhook (the record exists)
 # counts nothing again and gets back what the first attempt decided.
+# Every call also sweeps calls_active and the waiting line of calls older than STALE_AFTER,
+# whose final status callback never came (Twilio ends calls long before), so the gauges and
+# the place in line callers hear count no ghosts.
 # KEYS: customer, incidents_active, caller_calls (unused when withheld), call, calls_recent,
-# calls_active, metrics calls-by-tag. ARGV: sid, epoch, window s, call ttl, recent max,
-# repeat threshold, phone ('' when withheld), to, created_at, default lang, then the tag
-# kinds /metrics counts (METRIC_TAGS). The incidents' counter keys are built here from
-# KEYS[2]'s hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so Redis
-# Cluster serves these undeclared keys from the same node.
+# calls_active, metrics calls-by-tag, waiting. ARGV: sid, epoch, window s, call ttl, recent
+# max, repeat threshold, phone ('' when withheld), to, created_at, default lang, stale after
+# s, then the tag kinds /metrics counts (METRIC_TAGS). The incidents' counter keys are built
+# here from KEYS[2]'s hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so
+# Redis Cluster serves these undeclared keys from the same node.
 # Returns {created 0/1, lang, tags JSON, incident ids JSON, active incident pairs}.
 _INCOMING = """
 local phone = ARGV[7]
@@ -45,6 +48,11 @@ if phone ~= '' then
   end
   redis.call('EXPIRE', KEYS[3], ARGV[3])
   first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+end
+local stale = tonumber(ARGV[2]) - tonumber(ARGV[11])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. stale)
+for band = 0, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], band * 1e13, '(' .. (band * 1e13 + stale * 1000))
 end
 local active = redis.call('HGETALL', KEYS[2])
 local stored = redis.call('HMGET', KEYS[4], 'lang', 'tags', 'incidents')
@@ -124,12 +132,16 @@ end
 redis.call('HINCRBY', KEYS[7], 'all', 1)  -- metrics
 local has, kinds = {}, 0
 for _, t in ipairs(tags) do has[t] = true end
-for j = 11, #ARGV do
+for j = 12, #ARGV do
   if has[ARGV[j]] then redis.call('HINCRBY', KEYS[7], ARGV[j], 1); kinds = kinds + 1 end
 end
 if kinds == 0 then redis.call('HINCRBY', KEYS[7], 'untagged', 1) end
 return {1, lang, tags_json, ids_json, active}
 """
+
+STALE_AFTER = 24 * 3600
+"""A call still listed as active or waiting this long after it came in lost its final status
+callback: Twilio ends every call well within a day."""
 
 METRIC_TAGS = ("affected", "vip", "repeat", "priority")
 """Tag kinds /metrics counts calls by (ivr_calls_total{tag}); a call with none is 'untagged'.
@@ -256,10 +268,12 @@ def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
     created, lang, tags, ids, active = svc.script(_INCOMING)(
         keys=[keys.customer(phone or ""), keys.incidents_active(),
               keys.caller_calls(phone or ""), keys.call(call.call_sid),
-              keys.calls_recent(), keys.calls_active(), keys.metrics_calls_by_tag()],
+              keys.calls_recent(), keys.calls_active(), keys.metrics_calls_by_tag(),
+              keys.waiting()],
         args=[call.call_sid, int(now.timestamp()), int(repeat["window_hours"]) * 3600,
               keys.CALL_TTL, keys.RECENT_CALLS_MAX, int(repeat["threshold"]), phone or "",
-              call.to, now.isoformat(), svc.flows.default_language, *METRIC_TAGS])
+              call.to, now.isoformat(), svc.flows.default_language, STALE_AFTER,
+              *METRIC_TAGS])
     docs = dict(zip(active[::2], active[1::2], strict=True))
     announcements = []
     for incident_id in json.loads(ids):

@@ -46,7 +46,8 @@ class RedisServer:
             pytest.exit("redis-server is not installed: run scripts/test, which installs it", 2)
         self.sock = tmp / "redis.sock"
         mode = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp / "nodes.conf"),
-                "--cluster-require-full-coverage", "no"]
+                "--cluster-require-full-coverage", "no",
+                "--cluster-port", str(free_port())]  # else 10000: one session per machine
         self.proc = subprocess.Popen(
             [binary, "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm", "700",
              "--save", "", "--appendonly", "no", "--dir", str(tmp), *(mode if cluster else [])],

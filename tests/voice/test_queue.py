@@ -291,3 +291,26 @@ def test_fallback_answers_with_the_basic_voice_and_the_plain_queue(twilio_post):
     assert verbs(root) == ["Say", "Enqueue"]
     assert root[0].attrib["voice"] == "Google.ja-JP-Standard-A"
     assert root[1].text == "support"
+
+
+def test_calls_whose_last_status_callback_never_came_leave_the_line_after_a_day(
+        admin, twilio_post, svc, clock):
+    declare(admin, audience="all")
+    add_customer(svc, "+819012345601", services=["mail"])  # affected: the middle band
+    ghosts = [new_sid(), new_sid()]
+    call_in(twilio_post, ghosts[0], "+819012345601", Digits="1")
+    call_in(twilio_post, ghosts[1], "+819012345602", Digits="1")
+    clock.tick(23 * 3600)
+    waiting = new_sid()
+    call_in(twilio_post, waiting, "+819012345603", Digits="1")
+    assert svc.redis.zcard(keys.waiting()) == 3  # nothing pruned within the day
+
+    clock.tick(3600 + 1)
+    newest = new_sid()
+    call_in(twilio_post, newest, "+819012345604", Digits="1")
+
+    assert svc.redis.zrange(keys.waiting(), 0, -1) == [waiting, newest]
+    assert set(svc.redis.zrange(keys.calls_active(), 0, -1)) == {waiting, newest}
+    root = parse_twiml(twilio_post("/voice/queue-wait", CallSid=waiting, QueuePosition="3"))
+    assert any("ただいま1番目にお待ちいただいております。" in (el.text or "")
+               for el in root.iter("Say"))
