@@ -24,35 +24,39 @@ TRANSCRIPT_MAX = 1000
 # repeat window, read the customer and the active incidents, decide which incidents apply and
 # whether the caller is affected (the rules of ivr.incident.applies), tag and band the call,
 # and store it once per CallSid with its counters. A retried webhook (the record exists)
-# counts nothing again and gets back what the first attempt decided.
-# Every call also sweeps calls_active and the waiting line of calls older than STALE_AFTER,
-# whose final status callback never came (Twilio ends calls long before), so the gauges and
-# the place in line callers hear count no ghosts.
+# counts nothing again and gets back what the first attempt decided. At most once a minute
+# it also sweeps calls_active and the waiting line of calls older than STALE_AFTER, whose
+# final status callback never came (Twilio ends calls long before), so the gauges and the
+# place in line callers hear count no ghosts.
+# The settings (repeat window and threshold, default language, TTLs, METRIC_TAGS) are
+# written into the source by _incoming_script, so each call sends only what changes.
 # KEYS: customer, incidents_active, caller_calls (unused when withheld), call, calls_recent,
-# calls_active, metrics calls-by-tag, waiting. ARGV: sid, epoch, window s, call ttl, recent
-# max, repeat threshold, phone ('' when withheld), to, created_at, default lang, stale after
-# s, then the tag kinds /metrics counts (METRIC_TAGS). The incidents' counter keys are built
-# here from KEYS[2]'s hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so
-# Redis Cluster serves these undeclared keys from the same node.
+# calls_active, metrics calls-by-tag, waiting, calls_swept. ARGV: sid, epoch, phone ('' when
+# withheld), to, created_at. The incidents' counter keys are built here from KEYS[2]'s
+# hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so Redis Cluster serves
+# these undeclared keys from the same node.
 # Returns {created 0/1, lang, tags JSON, incident ids JSON, active incident pairs}.
 _INCOMING = """
-local phone = ARGV[7]
+local phone = ARGV[3]
 local place, first = 1, false
 if phone ~= '' then
   local epoch = tonumber(ARGV[2])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - tonumber(ARGV[3])))
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - WINDOW))
   if redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1]) == 1 then
     place = redis.call('ZCARD', KEYS[3])
   else
     place = redis.call('ZCOUNT', KEYS[3], '-inf', redis.call('ZSCORE', KEYS[3], ARGV[1]))
   end
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('EXPIRE', KEYS[3], WINDOW)
   first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
 end
-local stale = tonumber(ARGV[2]) - tonumber(ARGV[11])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. stale)
-for band = 0, 2 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[8], band * 1e13, '(' .. (band * 1e13 + stale * 1000))
+if tonumber(ARGV[2]) - tonumber(redis.call('GET', KEYS[9]) or 0) >= 60 then
+  redis.call('SET', KEYS[9], ARGV[2])
+  local stale = tonumber(ARGV[2]) - STALE_AFTER
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. stale)
+  for band = 0, 2 do
+    redis.call('ZREMRANGEBYSCORE', KEYS[8], band * 1e13, '(' .. (band * 1e13 + stale * 1000))
+  end
 end
 local active = redis.call('HGETALL', KEYS[2])
 local stored = redis.call('HMGET', KEYS[4], 'lang', 'tags', 'incidents')
@@ -99,7 +103,7 @@ local vip = known and c.tier == 'vip'
 local tags = {}
 if #affected_ids > 0 then tags[#tags + 1] = 'affected' end
 if vip then tags[#tags + 1] = 'vip' end
-if place >= tonumber(ARGV[6]) then tags[#tags + 1] = 'repeat' end
+if place >= THRESHOLD then tags[#tags + 1] = 'repeat' end
 for _, id in ipairs(affected_ids) do tags[#tags + 1] = 'incident:' .. id end
 local band = (#affected_ids > 0 or vip) and '1' or '2'
 local function list(items)  -- as Python's json.dumps writes a list of strings
@@ -108,21 +112,21 @@ local function list(items)  -- as Python's json.dumps writes a list of strings
   for i, s in ipairs(items) do quoted[i] = cjson.encode(s) end
   return '[' .. table.concat(quoted, ', ') .. ']'
 end
-local lang = ARGV[10]
+local lang = DEFAULT_LANG
 if known then lang = c.language or 'ja' end
 local tags_json, ids_json = list(tags), list(counted)
 local first_at = ARGV[2]
 if first then first_at = tostring(math.floor(tonumber(first))) end
-redis.call('HSET', KEYS[4], 'call_sid', ARGV[1], 'from', phone, 'to', ARGV[8],
+redis.call('HSET', KEYS[4], 'call_sid', ARGV[1], 'from', phone, 'to', ARGV[4],
   'withheld', phone == '' and '1' or '0', 'lang', lang, 'tags', tags_json,
-  'incidents', ids_json, 'band', band, 'state', 'greeting', 'created_at', ARGV[9],
+  'incidents', ids_json, 'band', band, 'state', 'greeting', 'created_at', ARGV[5],
   'customer_name', known and (c.name or '') or '', 'tier', known and (c.tier or 'standard') or '',
   'services', known and (c.services or '[]') or '[]', 'call_number', tostring(place),
   'first_call_at', first_at)
-redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('EXPIRE', KEYS[4], CALL_TTL)
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[5]))
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - RECENT_MAX)
 local prefix = string.sub(KEYS[2], 1, string.find(KEYS[2], ':', 1, true)) .. 'incident:'
 for i, id in ipairs(counted) do
   local key = prefix .. id .. ':counters'
@@ -132,8 +136,8 @@ end
 redis.call('HINCRBY', KEYS[7], 'all', 1)  -- metrics
 local has, kinds = {}, 0
 for _, t in ipairs(tags) do has[t] = true end
-for j = 12, #ARGV do
-  if has[ARGV[j]] then redis.call('HINCRBY', KEYS[7], ARGV[j], 1); kinds = kinds + 1 end
+for _, kind in ipairs(METRIC_TAGS) do
+  if has[kind] then redis.call('HINCRBY', KEYS[7], kind, 1); kinds = kinds + 1 end
 end
 if kinds == 0 then redis.call('HINCRBY', KEYS[7], 'untagged', 1) end
 return {1, lang, tags_json, ids_json, active}
@@ -259,21 +263,31 @@ def _incident_doc(raw: str) -> dict[str, Any]:
     return doc
 
 
+@functools.lru_cache(maxsize=8)
+def _incoming_script(window: int, threshold: int, default_lang: str) -> str:
+    """_INCOMING with this deployment's settings written in as Lua constants."""
+    tags = ", ".join(json.dumps(t) for t in METRIC_TAGS)
+    return (f"local WINDOW, THRESHOLD, DEFAULT_LANG = {window}, {threshold}, "
+            f"{json.dumps(default_lang)}\n"
+            f"local CALL_TTL, RECENT_MAX, STALE_AFTER = {keys.CALL_TTL}, "
+            f"{keys.RECENT_CALLS_MAX}, {STALE_AFTER}\n"
+            f"local METRIC_TAGS = {{{tags}}}\n" + _INCOMING)
+
+
 def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
     """Count, look up, tag and record a new call in one round trip (_INCOMING), and say
     which incidents to announce. Twilio retrying the webhook changes nothing and gets the
     first attempt's tags (`created` False)."""
     phone, now = call.phone, svc.now()
     repeat = svc.flows.escalation["repeat"]
-    created, lang, tags, ids, active = svc.script(_INCOMING)(
+    source = _incoming_script(int(repeat["window_hours"]) * 3600, int(repeat["threshold"]),
+                              svc.flows.default_language)
+    created, lang, tags, ids, active = svc.script(source)(
         keys=[keys.customer(phone or ""), keys.incidents_active(),
               keys.caller_calls(phone or ""), keys.call(call.call_sid),
               keys.calls_recent(), keys.calls_active(), keys.metrics_calls_by_tag(),
-              keys.waiting()],
-        args=[call.call_sid, int(now.timestamp()), int(repeat["window_hours"]) * 3600,
-              keys.CALL_TTL, keys.RECENT_CALLS_MAX, int(repeat["threshold"]), phone or "",
-              call.to, now.isoformat(), svc.flows.default_language, STALE_AFTER,
-              *METRIC_TAGS])
+              keys.waiting(), keys.calls_swept()],
+        args=[call.call_sid, int(now.timestamp()), phone or "", call.to, now.isoformat()])
     docs = dict(zip(active[::2], active[1::2], strict=True))
     announcements = []
     for incident_id in json.loads(ids):

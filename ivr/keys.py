@@ -95,6 +95,12 @@ def calls_active() -> str:
     return f"{PREFIX}:calls:active"
 
 
+def calls_swept() -> str:
+    """String: the epoch of the last sweep of stale calls out of calls_active and waiting
+    (call._INCOMING), which sweeps again a minute later at the earliest. No TTL (one key)."""
+    return f"{PREFIX}:calls:swept"
+
+
 def waiting() -> str:
     """Sorted set: CallSid of callers waiting for an operator, scored band * 1e13 + enqueue
     time in ms, so ZPOPMIN gives priority > affected/VIP > others, first come first served.
@@ -252,6 +258,7 @@ ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_aud
        incident, incident_timeline, incident_counters, incidents_all, incidents_active,
        incident_seq, customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
-       escalations_raised_by, calls_recent, calls_active, waiting, agent_assignment, token,
+       escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,
+       agent_assignment, token,
        supervisor_roster,
        metrics_calls_by_tag, metrics_escalations, metrics_escalation_attempts)
