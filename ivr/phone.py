@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 DEFAULT_REGION = "JP"
@@ -14,11 +16,13 @@ WITHHELD = {
 MAX_INPUT = 64
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
     """E.164 for a real, dialable number ("090-1234-5678" -> "+819012345678"), else None.
 
     None covers withheld IDs, short codes and anything that is not a valid number, so the
-    caller is treated as unknown rather than refused.
+    caller is treated as unknown rather than refused. Kept per process for the last few
+    thousand numbers: in an outage the same callers ring again and again.
     """
     text = (raw or "").strip()
     if text.lower() in WITHHELD or len(text) > MAX_INPUT:
