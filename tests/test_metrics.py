@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ivr import create_app, keys
 from ivr.services import build_services
-from tests.conftest import free_port, make_config, parse_twiml
-from tests.voice.helpers import add_customer, declare, new_sid
+from tests.conftest import free_port, make_config
+from tests.voice.helpers import add_customer, declare, new_sid, repeat_caller, ring
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLER = "+819012345678"
@@ -60,8 +60,7 @@ def latency_count(samples: Samples, endpoint: str) -> float | None:
 
 
 def call_in(twilio_post: Any, sid: str, phone: str = CALLER) -> Any:
-    return parse_twiml(twilio_post("/voice/incoming", CallSid=sid, From=phone,
-                                   To="+815012345678"))
+    return ring(twilio_post, sid, phone)
 
 
 @pytest.fixture
@@ -73,16 +72,6 @@ def roster(admin: Any) -> None:
          "on_call": True, "order": 2},
     ])
     assert response.status_code == 200, response.get_json()
-
-
-def repeat_caller(twilio_post: Any, clock: Any) -> str:
-    """The third call within the window: escalated by the repeat trigger on arrival."""
-    for _ in range(2):
-        call_in(twilio_post, new_sid())
-        clock.tick(600)
-    sid = new_sid()
-    call_in(twilio_post, sid)
-    return sid
 
 
 def test_calls_are_counted_once_per_call_under_each_tag_kind(admin, twilio_post, client, svc,
@@ -134,7 +123,7 @@ def test_unsigned_webhooks_are_timed_too(client, svc):
 
 
 def test_an_accepted_escalation_counts_once(roster, twilio_post, client, svc, clock, run_jobs):
-    sid = repeat_caller(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     for _ in range(2):  # the second key press is refused and counts nothing
         twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="1",
@@ -152,7 +141,7 @@ def test_an_accepted_escalation_counts_once(roster, twilio_post, client, svc, cl
 
 def test_a_ladder_nobody_answers_counts_each_attempt_and_one_exhausted_end(
         roster, twilio_post, client, svc, clock, run_jobs):
-    sid = repeat_caller(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="2")
     twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="completed")
@@ -175,7 +164,7 @@ def test_a_ladder_nobody_answers_counts_each_attempt_and_one_exhausted_end(
 
 def test_a_caller_who_hangs_up_while_the_sv_rings_is_abandoned(roster, twilio_post, client,
                                                                svc, clock, run_jobs):
-    sid = repeat_caller(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     twilio_post("/voice/status", CallSid=sid, CallStatus="completed")
     twilio_post("/voice/status", CallSid=sid, CallStatus="completed")
@@ -186,7 +175,7 @@ def test_a_caller_who_hangs_up_while_the_sv_rings_is_abandoned(roster, twilio_po
 
 def test_nobody_on_call_is_exhausted_at_once(admin, twilio_post, client, svc, clock):
     assert admin.put("/api/supervisors", json=[]).status_code == 200
-    repeat_caller(twilio_post, clock)
+    repeat_caller(twilio_post, clock, CALLER)
     samples = scrape(client)
     assert value(samples, "ivr_escalations_total", reason="repeat", outcome="exhausted") == 1
     assert value(samples, "ivr_calls_total", tag="priority") == 1

@@ -44,3 +44,22 @@ def says(root: Any) -> list[str]:
 
 def verbs(root: Any) -> list[str]:
     return [child.tag for child in root]
+
+
+def ring(twilio_post: Any, sid: str, phone: str) -> Any:
+    """Twilio's /voice/incoming for one call; the parsed TwiML answer."""
+    from tests.conftest import parse_twiml
+
+    return parse_twiml(twilio_post("/voice/incoming", CallSid=sid, From=phone,
+                                   To="+815012345678"))
+
+
+def repeat_caller(twilio_post: Any, clock: Any, phone: str) -> str:
+    """The third call within the window, ten minutes apart: escalated by the repeat trigger
+    on arrival (flows/escalation.yaml threshold 3). Returns that call's sid."""
+    for _ in range(2):
+        ring(twilio_post, new_sid(), phone)
+        clock.tick(600)
+    sid = new_sid()
+    ring(twilio_post, sid, phone)
+    return sid

@@ -13,7 +13,7 @@ from rq.scheduler import RQScheduler
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml, sign
-from tests.voice.helpers import add_customer, declare, new_sid, verbs
+from tests.voice.helpers import add_customer, declare, new_sid, repeat_caller, ring, verbs
 
 CALLER = "+819012345678"
 SV_GENERAL_3 = "+819011110001"
@@ -44,21 +44,11 @@ def release_due_jobs(svc) -> None:
 
 
 def call_in(twilio_post, sid, phone=CALLER):
-    return parse_twiml(twilio_post("/voice/incoming", CallSid=sid, From=phone,
-                                   To="+815012345678"))
+    return ring(twilio_post, sid, phone)
 
 
 def sv_legs(fake_twilio) -> list[Any]:
     return fake_twilio.calls_created()
-
-
-def escalate_by_repeat(twilio_post, clock) -> str:
-    for _ in range(2):
-        call_in(twilio_post, new_sid())
-        clock.tick(600)
-    sid = new_sid()
-    call_in(twilio_post, sid)
-    return sid
 
 
 def assert_transfer_twiml(root, sid, cushion_start="") -> None:
@@ -133,7 +123,7 @@ def test_exactly_24_hours_still_counts(twilio_post, svc, clock, roster):
 
 def test_retried_webhook_counts_once_and_dials_once(twilio_post, svc, clock, roster,
                                                     fake_twilio, run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     again = call_in(twilio_post, sid)
     assert_transfer_twiml(again, sid, "何度も")
     assert svc.redis.zcard(keys.caller_calls(CALLER)) == 3
@@ -175,7 +165,7 @@ def test_sv_hears_the_context_first_and_the_caller_never_does(admin, roster, twi
                                                              clock, fake_twilio, run_jobs):
     declare(admin)
     add_customer(svc, CALLER, tier="vip", services=["mail", "web"])
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     leg = sv_legs(fake_twilio)[0]
     sv_leg_sid = "CA" + "5" * 32
@@ -201,7 +191,7 @@ def test_sv_hears_the_context_first_and_the_caller_never_does(admin, roster, twi
 
 def test_accept_joins_the_sv_to_the_callers_room(roster, twilio_post, svc, clock, fake_twilio,
                                                  run_jobs, admin):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     clock.tick(25)
     root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="1",
@@ -228,7 +218,7 @@ def test_accept_joins_the_sv_to_the_callers_room(roster, twilio_post, svc, clock
 
 
 def test_decline_rings_the_next_sv(roster, twilio_post, svc, clock, fake_twilio, run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="2"))
     assert verbs(root) == ["Say", "Hangup"]
@@ -239,7 +229,7 @@ def test_decline_rings_the_next_sv(roster, twilio_post, svc, clock, fake_twilio,
 
 
 def test_other_keys_repeat_the_whisper(roster, twilio_post, svc, clock, run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="7"))
     assert verbs(root) == ["Redirect"]
@@ -251,7 +241,7 @@ def test_no_answer_chain_ends_in_the_priority_queue(roster, twilio_post, svc, cl
     waiting = new_sid()
     call_in(twilio_post, waiting, "+819099990000")
     twilio_post("/voice/gather", CallSid=waiting, Digits="1")
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="no-answer")
     run_jobs()
@@ -277,7 +267,7 @@ def test_no_answer_chain_ends_in_the_priority_queue(roster, twilio_post, svc, cl
 
 def test_watchdog_moves_on_when_no_callback_arrives(roster, twilio_post, svc, clock,
                                                    fake_twilio, run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     registry = ScheduledJobRegistry(queue=svc.queue)
     assert registry.get_job_ids() == [f"esc-watch-{sid}-0"]
@@ -297,7 +287,7 @@ def test_watchdog_moves_on_when_no_callback_arrives(roster, twilio_post, svc, cl
 
 def test_caller_hanging_up_stops_the_ladder(roster, twilio_post, svc, clock, fake_twilio,
                                             run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     run_jobs()
     twilio_post("/voice/status", CallSid=sid, CallStatus="completed", CallDuration="30")
     assert svc.redis.hget(keys.call(sid), "esc_state") == "abandoned"
@@ -311,7 +301,7 @@ def test_caller_hanging_up_stops_the_ladder(roster, twilio_post, svc, clock, fak
 
 def test_a_refused_sv_number_moves_to_the_next(roster, twilio_post, svc, clock, fake_twilio,
                                               run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     fake_twilio.fail_next.append((400, 21215))
     run_jobs()
     assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
@@ -321,7 +311,7 @@ def test_a_refused_sv_number_moves_to_the_next(roster, twilio_post, svc, clock, 
 
 def test_twilio_5xx_leaves_the_attempt_to_retry(roster, twilio_post, svc, clock, fake_twilio,
                                                run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     fake_twilio.fail_next.append((503, 20500))
     run_jobs()
     assert not svc.redis.exists(keys.escalation_leg(sid, 0))
@@ -330,7 +320,7 @@ def test_twilio_5xx_leaves_the_attempt_to_retry(roster, twilio_post, svc, clock,
 
 def test_nobody_on_call_goes_straight_to_the_priority_queue(twilio_post, svc, clock,
                                                            fake_twilio, run_jobs):
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     root = call_in(twilio_post, sid)
     assert verbs(root)[-2:] == ["Say", "Enqueue"]
     assert root[-2].text.startswith("大変お待たせして申し訳ございません。")
@@ -344,7 +334,7 @@ def test_english_caller_and_english_sv(admin, twilio_post, svc, clock, fake_twil
                                          "skills": ["general"], "level": 2, "on_call": True,
                                          "order": 1, "lang": "en"}])
     add_customer(svc, CALLER, language="en", name="Pat Smith")
-    sid = escalate_by_repeat(twilio_post, clock)
+    sid = repeat_caller(twilio_post, clock, CALLER)
     root = call_in(twilio_post, sid)
     assert root[-3].text == ("We are very sorry you have had to call us again. A supervisor will "
                              "take your call. Could you hold for a moment, please?")
