@@ -28,6 +28,9 @@ _CONTEXT_IN_MESSAGE = re.compile(r"\b(call_sid|message_sid|job_id)=([A-Za-z0-9_-
 
 # +819012345678 and its form-encoded spelling %2B819012345678, not inside a longer word.
 _E164 = re.compile(r"(?:(?<![\w+%])\+|(?<![\w%])%2[Bb])([1-9]\d{6,14})(?!\d)")
+# Cheap first look for _E164 (its lookbehinds make it scan slowly): every match contains one
+# of these, and a masked number ("+81******5678") does not.
+_E164_HINT = re.compile(r"(?:\+|%2[Bb])[1-9]\d{6}")
 # Japanese national numbers: 090-1234-5678, 03 1234 5678, 09012345678, 0120-123-456.
 _JP_NATIONAL = re.compile(r"(?<![\w+-])0\d{1,4}(?:[- ]?\d{1,4}){1,2}(?![\w-])")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}")
@@ -86,7 +89,8 @@ def mask(text: str) -> str:
     if "ivr_" in lower:
         text = _IVR_TOKEN.sub("ivr_" + MASK, text)
     text = _HEX_TOKEN.sub(MASK, text)
-    text = _E164.sub(_mask_e164, text)
+    if _E164_HINT.search(text):
+        text = _E164.sub(_mask_e164, text)
     return _JP_NATIONAL.sub(_mask_national, text)
 
 
