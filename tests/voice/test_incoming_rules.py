@@ -81,3 +81,13 @@ def test_a_retried_webhook_gets_the_first_answer_even_after_the_incident_changed
     assert again.tags == first.tags and "affected" in again.tags
     counters = svc.redis.hgetall(keys.incident_counters(base["id"]))
     assert counters["calls"] == "1" and counters["affected_calls"] == "1"
+
+
+def test_a_retry_after_the_incident_was_resolved_keeps_the_tags_but_announces_nothing(
+        svc, base):
+    info = calls.CallInfo.parse(form(KNOWN))
+    first = calls.answer_incoming(svc, info)
+    svc.redis.hdel(keys.incidents_active(), base["id"])
+    again = calls.answer_incoming(svc, info)
+    assert [a.incident_id for a in first.announcements] == [base["id"]]
+    assert again.announcements == () and again.tags == first.tags
