@@ -43,9 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ivr import keys  # noqa: E402
-from ivr.ratelimit import SegmentRate  # noqa: E402
-
-WINDOW_US = 1_000_000
+from ivr.ratelimit import WINDOW_US, SegmentRate, most_in_window  # noqa: E402
 
 
 @contextmanager
@@ -107,18 +105,6 @@ def send_loop(url: str, key: str, mps: float, sizes: list[int], seconds: float, 
     results.put((grants, attempts))
 
 
-def max_in_window(grants: list[tuple[int, int]]) -> int:
-    """The most segments granted in any half-open window [t, t + 1 s)."""
-    best = total = start = 0
-    for t, n in grants:
-        total += n
-        while grants[start][0] <= t - WINDOW_US:
-            total -= grants[start][1]
-            start += 1
-        best = max(best, total)
-    return best
-
-
 def ideal_segments(order: list[int], sizes: list[int], capacity: int, seconds: int) -> int:
     """Segments an ideal limiter (no latency, no sleeping late) grants in `seconds` to the
     same messages in the same order, under the same rule: at most `capacity` segments in any
@@ -170,7 +156,7 @@ def run(url: str, workers: int, mps: float, sizes: list[int], seconds: int
     ideal = ideal_segments([n for _, n in grants], sizes, max(1, int(mps)), seconds)
     return {"messages": len(measured), "segments": sum(measured), "rate": rate,
             "ratio": rate / mps, "ideal": ideal, "of_ideal": sum(measured) / ideal,
-            "max_window": max_in_window(grants),
+            "max_window": most_in_window(grants),
             "attempts_per_grant": attempts / len(grants)}
 
 

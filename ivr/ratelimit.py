@@ -88,6 +88,20 @@ return {0, window, now}
 """
 
 
+def most_in_window(grants: list[tuple[int, int]], window_us: int = WINDOW_US) -> int:
+    """The most segments granted in any half-open window [t, t + window_us), from
+    (time_us, segments) grants sorted by time: the number this limiter promises never exceeds
+    its capacity (checked by the tests and bench/sms_rate_bench.py)."""
+    best = total = first = 0
+    for t, n in grants:
+        total += n
+        while grants[first][0] <= t - window_us:
+            total -= grants[first][1]
+            first += 1
+        best = max(best, total)
+    return best
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One decision of the limiter.
