@@ -110,13 +110,10 @@ def _queue_batches(svc: Services, incident_id: str, seq: int, phones: list[str],
     """Queue `phones` in batch jobs with ids fixed by their position, so re-running the
     fan-out (worker death) names the same jobs, and a repeated batch sends nothing twice."""
     size = int(svc.flows.sms["batch_size"])
-    mps = float(svc.config["IVR_SMS_MPS"])
-    timeout = int(60 + size * 3 / mps)
     datas = [
         svc.sms_queue.prepare_data(
             "worker.sms.send_batch", (incident_id, seq, phones[i:i + size]),
-            job_id=f"sms-{incident_id}-{seq}-{tag}{i // size}", timeout=timeout,
-            retry=BATCH_RETRY, result_ttl=3600)
+            job_id=f"sms-{incident_id}-{seq}-{tag}{i // size}", **_batch_options(svc, size))
         for i in range(0, len(phones), size)
     ]
     for i in range(0, len(datas), ENQUEUE_CHUNK):
@@ -124,6 +121,14 @@ def _queue_batches(svc: Services, incident_id: str, seq: int, phones: list[str],
             svc.sms_queue.enqueue_many(datas[i:i + ENQUEUE_CHUNK], pipeline=pipe)
             pipe.execute()
     return len(phones)
+
+
+def _batch_options(svc: Services, recipients: int) -> dict[str, Any]:
+    """How a send_batch job of this many recipients is queued: a timeout that leaves room for
+    three segments each at IVR_SMS_MPS, and the retries that survive a worker's death."""
+    mps = float(svc.config["IVR_SMS_MPS"])
+    return {"timeout": int(60 + recipients * 3 / mps), "retry": BATCH_RETRY,
+            "result_ttl": 3600}
 
 
 def _schedule_sweep(svc: Services, incident_id: str, seq: int, round_: int) -> None:
@@ -185,10 +190,8 @@ def _continue_later(svc: Services, incident_id: str, seq: int, rest: list[str]) 
     caller hears hold music. Recipients already claimed are skipped if the rest runs twice."""
     job = get_current_job()
     job_id = f"{job.id if job else f'sms-{incident_id}-{seq}'}-r{len(rest)}"
-    mps = float(svc.config["IVR_SMS_MPS"])
     svc.sms_queue.enqueue_call("worker.sms.send_batch", (incident_id, seq, rest), job_id=job_id,
-                               timeout=int(60 + len(rest) * 3 / mps), result_ttl=3600,
-                               retry=BATCH_RETRY, at_front=True)
+                               at_front=True, **_batch_options(svc, len(rest)))
     log.info("batch handed back for voice jobs incident=%s seq=%s rest=%d job_id=%s",
              incident_id, seq, len(rest), job_id)
 
@@ -210,18 +213,25 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
         return "skipped"
     lang = found.language if found else "ja"
     body = progress.sms_text(svc, doc, entry, lang, optout_url(svc.config, phone))
+    return _claim_and_send(svc, incident_id, seq, phone, body, rate)
+
+
+def _claim_and_send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
+                    rate: SegmentRate) -> str:
+    """Send `body` unless this (incident, update, number) is already sent or being sent:
+    'skipped', or what _send says."""
     claim = keys.sms_claim(incident_id, seq, phone)
-    if not _claim(svc, incident_id, seq, phone, body):
+    if not _claim(svc, incident_id, seq, phone, body, claim):
         return "skipped"
     return _send(svc, incident_id, seq, phone, body, claim, rate)
 
 
-def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: str) -> bool:
-    """Take the send for this (incident, update, number). A stale 'pending' left by a dead
-    worker is settled from Twilio's record: if Twilio has the message, it is recorded (claim,
-    message record, sms_sent) as if its sender had lived, its status as if Twilio's callback
-    had found the record, and it is not sent again."""
-    claim = keys.sms_claim(incident_id, seq, phone)
+def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
+           claim: str) -> bool:
+    """Take the send for this (incident, update, number), whose claim key is `claim`. A stale
+    'pending' left by a dead worker is settled from Twilio's record: if Twilio has the
+    message, it is recorded (claim, message record, sms_sent) as if its sender had lived, its
+    status as if Twilio's callback had found the record, and it is not sent again."""
     now = int(svc.now().timestamp())
     mine = f"pending:{now}"
     if svc.redis.set(claim, mine, nx=True, ex=keys.SMS_TTL):
@@ -340,10 +350,7 @@ def confirm_subscription(incident_id: str, phone: str) -> str:
     body = svc.prompts.render("sms_subscribed", lang, keep_lines=True,
                               sender=svc.flows.sms["sender_name"], title=doc["title"],
                               optout_url=optout_url(svc.config, phone))
-    claim = keys.sms_claim(incident_id, "subscribed", phone)
-    if not _claim(svc, incident_id, "subscribed", phone, body):
-        return "skipped"
-    return _send(svc, incident_id, "subscribed", phone, body, claim, _rate(svc))
+    return _claim_and_send(svc, incident_id, "subscribed", phone, body, _rate(svc))
 
 
 def progress_due(incident_id: str, due: str) -> str:
