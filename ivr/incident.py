@@ -339,17 +339,18 @@ def applies(doc: Mapping[str, Any], phone: str | None, customer: Customer | None
     return doc.get("audience") == "all" or affected, affected
 
 
+def in_language(texts: Mapping[str, str] | None, lang: str) -> str | None:
+    """One of a supervisor's per-language texts for `lang`, else Japanese, else English:
+    nobody hears or reads nothing because one language was left out."""
+    texts = texts or {}
+    return next((texts[x] for x in (lang, "ja", "en") if texts.get(x)), None)
+
+
 def announcement_for(doc: Mapping[str, Any], lang: str) -> tuple[str | None, str | None]:
     """(recording URL, text) in the caller's language, falling back to the other one."""
-    order = (lang, "ja", "en")
-    recordings = doc.get("recordings") or {}
-    texts = doc.get("announcement") or {}
-    recording = next((recordings[x] for x in order if recordings.get(x)), None)
-    text = next((texts[x] for x in order if texts.get(x)), None)
-    return recording, text
+    return in_language(doc.get("recordings"), lang), in_language(doc.get("announcement"), lang)
 
 
 def latest_status(doc: Mapping[str, Any], lang: str) -> str | None:
     """The newest update text in the caller's language, if a supervisor posted one."""
-    latest = doc.get("latest_update") or {}
-    return next((latest[x] for x in (lang, "ja", "en") if latest.get(x)), None)
+    return in_language(doc.get("latest_update"), lang)

@@ -13,7 +13,7 @@ from typing import Any
 
 from rq.exceptions import DuplicateJobError
 
-from ivr import cadence, keys
+from ivr import cadence, incident, keys
 from ivr.errors import invalid
 from ivr.segments import over_by, segments
 from ivr.services import Services
@@ -27,11 +27,6 @@ SAMPLE_OPTOUT = "/u/" + "x" * 26  # the longest opt-out link path a message can 
 
 
 
-def _pick(texts: dict[str, str] | None, lang: str) -> str:
-    texts = texts or {}
-    return next((texts[x] for x in (lang, "ja", "en") if texts.get(x)), "")
-
-
 def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: str,
              optout_url: str) -> str:
     """The message for one timeline entry in one language: confirmed facts, 現在確認中です for
@@ -40,7 +35,7 @@ def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: st
     return svc.prompts.render(
         TEMPLATES[kind], lang, keep_lines=True,
         sender=svc.flows.sms["sender_name"], title=doc["title"],
-        text=_pick(entry.get("message"), lang), auto=kind == "auto",
+        text=incident.in_language(entry.get("message"), lang) or "", auto=kind == "auto",
         status_code=entry.get("status") or doc["status"],
         eta=svc.local(entry.get("eta", doc.get("eta"))),
         next_update=svc.local(entry.get("next_update_at", doc.get("next_update_at"))),
