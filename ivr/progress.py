@@ -107,7 +107,10 @@ def schedule(svc: Services, doc: dict[str, Any]) -> None:
 
 def queue_fan_out(svc: Services, doc: dict[str, Any], seq: int, *, urgent: bool) -> None:
     """Queue the messages of timeline entry `seq`: now, or at the end of quiet hours for a
-    routine update of a non-critical incident."""
+    routine update of a non-critical incident; nothing for an incident declared with
+    `notify: false` (worker.sms.fan_out checks again when it runs)."""
+    if not doc.get("notify", True):
+        return
     now = svc.now()
     when = now if urgent else cadence.held(svc.flows, doc["severity"], now, svc.tz)
     job_id = f"fanout-{doc['id']}-{seq}"

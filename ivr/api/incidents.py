@@ -20,8 +20,7 @@ def declare() -> tuple[Response, int]:
                                                 "message": fields["announcement"]},
                                    "announcement", enforce=fields["notify"])
     doc = incident.declare(svc, fields, g.admin)
-    if doc["notify"]:
-        progress.queue_fan_out(svc, doc, 0, urgent=True)
+    progress.queue_fan_out(svc, doc, 0, urgent=True)
     progress.schedule(svc, doc)
     return jsonify({**incident.load(svc, doc["id"]), "sms_preview": sms}), 201
 
@@ -59,8 +58,7 @@ def post_update(incident_id: str) -> tuple[Response, int]:
     sms = progress.checked_preview(svc, {**current, **update}, {"kind": "update", **update},
                                    "message", enforce=current.get("notify", True))
     doc, entry = incident.post_update(svc, incident_id, update, g.admin)
-    if doc.get("notify", True):
-        progress.queue_fan_out(svc, doc, entry["seq"], urgent=doc["severity"] == "critical")
+    progress.queue_fan_out(svc, doc, entry["seq"], urgent=doc["severity"] == "critical")
     progress.schedule(svc, doc)
     return jsonify(update=entry, incident=incident.load(svc, doc["id"]), sms_preview=sms), 201
 
@@ -74,6 +72,5 @@ def resolve(incident_id: str) -> Response:
     sms = progress.checked_preview(svc, current, {"kind": "resolved", **update}, "message",
                                    enforce=current.get("notify", True))
     doc = incident.resolve(svc, incident_id, update["message"], g.admin)
-    if doc.get("notify", True):
-        progress.queue_fan_out(svc, doc, doc["update_seq"], urgent=True)
+    progress.queue_fan_out(svc, doc, doc["update_seq"], urgent=True)
     return jsonify({**incident.load(svc, incident_id), "sms_preview": sms})
