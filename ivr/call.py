@@ -398,7 +398,7 @@ def waiting_status(svc: Services, call_sid: str) -> Waiting:
     pipe.hgetall(keys.incidents_active())
     (lang, incident_ids, phone), rank, active = pipe.execute()
     lang = lang or svc.flows.default_language
-    docs = [json.loads(active[i]) for i in json.loads(incident_ids or "[]") if i in active]
+    docs = [_incident_doc(active[i]) for i in json.loads(incident_ids or "[]") if i in active]
     docs.sort(key=lambda d: incident.SEVERITIES.index(d["severity"]))
     top = docs[0] if docs else None
     return Waiting(lang=lang, place=None if rank is None else int(rank) + 1,
