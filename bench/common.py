@@ -206,6 +206,14 @@ def redis_url(databases: int = 1) -> Iterator[str]:
                                  "empty ones (e.g. redis://127.0.0.1:6379/10)")
         yield given
         return
+    with private_redis() as url:
+        yield url
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the run's own on a free loopback port, persistence off; stopped
+    after."""
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed and REDIS_URL is not set (scripts/bootstrap "

@@ -16,7 +16,7 @@ The limiter promises that last number is at most floor(mps).
 
 Without --mps/--segments it runs 10/s with messages of 1-4 segments and 30/s with 1-2.
 
-The script starts its own redis-server on a unix socket in a temp dir. If REDIS_URL is set
+The script starts its own redis-server on a free loopback port. If REDIS_URL is set
 it uses that server instead, with a throwaway key that is deleted afterwards.
 """
 
@@ -26,10 +26,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +38,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import private_redis  # noqa: E402
 
 from ivr import keys  # noqa: E402
 from ivr.ratelimit import WINDOW_US, SegmentRate, most_in_window  # noqa: E402
@@ -48,35 +48,12 @@ from ivr.ratelimit import WINDOW_US, SegmentRate, most_in_window  # noqa: E402
 
 @contextmanager
 def redis_url() -> Iterator[str]:
-    """REDIS_URL if set, else a private redis-server on a unix socket for the run."""
+    """REDIS_URL if set (the limiter gets a throwaway key), else a private redis-server."""
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed and REDIS_URL is not set")
-    with tempfile.TemporaryDirectory(prefix="sms-rate-bench-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        proc = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"unix://{sock}"
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with redis.Redis.from_url(url) as probe:
-                        probe.ping()
-                    break
-                except redis.RedisError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(5)
+    with private_redis() as url:
+        yield url
 
 
 def send_loop(url: str, key: str, mps: float, sizes: list[int], seconds: float, seed: int,
