@@ -31,7 +31,8 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = None
 loglevel = os.environ.get("IVR_LOG_LEVEL", "INFO").lower()
-logconfig_dict = logs.dict_config(loglevel)
+logs.lean_records()
+logconfig_dict = logs.dict_config(loglevel, jobs=False)  # web processes run no RQ jobs
 # Any logconfig_dict switches gunicorn's access log on; this keeps it off.
 logconfig_dict["loggers"]["gunicorn.access"] = {
     "level": "CRITICAL",

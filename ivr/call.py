@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivr import incident, keys
-from ivr.phone import normalize
+from ivr.phone import caller_id
 from ivr.services import Services
 
 BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
@@ -27,7 +27,10 @@ TRANSCRIPT_MAX = 1000
 # counts nothing again and gets back what the first attempt decided. At most once a minute
 # it also sweeps calls_active and the waiting line of calls older than STALE_AFTER, whose
 # final status callback never came (Twilio ends calls long before), so the gauges and the
-# place in line callers hear count no ghosts.
+# place in line callers hear count no ghosts, and trims calls_recent to RECENT_MAX.
+# Each redis.call costs a few µs of Redis's one thread on top of the command, and this
+# script runs for every caller: it reads only the customer fields it uses, looks up the
+# first call of the window only for a repeat, and trims and sweeps once a minute.
 # The settings (repeat window and threshold, default language, TTLs, METRIC_TAGS) are
 # written into the source by _incoming_script, so each call sends only what changes.
 # KEYS: customer, incidents_active, caller_calls (unused when withheld), call, calls_recent,
@@ -37,10 +40,13 @@ TRANSCRIPT_MAX = 1000
 # these undeclared keys from the same node.
 # Returns {created 0/1, lang, tags JSON, incident ids JSON, active incident pairs}.
 _INCOMING = """
-local phone = ARGV[3]
+local active = redis.call('HGETALL', KEYS[2])
+local stored = redis.call('HMGET', KEYS[4], 'lang', 'tags', 'incidents')
+if stored[1] then return {0, stored[1], stored[2], stored[3], active} end
+
+local epoch, phone = tonumber(ARGV[2]), ARGV[3]
 local place, first = 1, false
 if phone ~= '' then
-  local epoch = tonumber(ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - WINDOW))
   if redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1]) == 1 then
     place = redis.call('ZCARD', KEYS[3])
@@ -48,24 +54,26 @@ if phone ~= '' then
     place = redis.call('ZCOUNT', KEYS[3], '-inf', redis.call('ZSCORE', KEYS[3], ARGV[1]))
   end
   redis.call('EXPIRE', KEYS[3], WINDOW)
-  first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+  if place > 1 then first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] end
 end
-if tonumber(ARGV[2]) - tonumber(redis.call('GET', KEYS[9]) or 0) >= 60 then
+if epoch - tonumber(redis.call('GET', KEYS[9]) or 0) >= 60 then
   redis.call('SET', KEYS[9], ARGV[2])
-  local stale = tonumber(ARGV[2]) - STALE_AFTER
+  local stale = epoch - STALE_AFTER
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. stale)
   for band = 0, 2 do
     redis.call('ZREMRANGEBYSCORE', KEYS[8], band * 1e13, '(' .. (band * 1e13 + stale * 1000))
   end
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - RECENT_MAX)
 end
-local active = redis.call('HGETALL', KEYS[2])
-local stored = redis.call('HMGET', KEYS[4], 'lang', 'tags', 'incidents')
-if stored[1] then return {0, stored[1], stored[2], stored[3], active} end
 
 local c = {}
 if phone ~= '' then
-  local cust = redis.call('HGETALL', KEYS[1])
-  for i = 1, #cust, 2 do c[cust[i]] = cust[i + 1] end
+  local f = redis.call('HMGET', KEYS[1], 'phone', 'name', 'tier', 'services', 'region',
+                       'language')
+  if f[1] then
+    c = {phone = f[1], name = f[2] or nil, tier = f[3] or nil, services = f[4] or nil,
+         region = f[5] or nil, language = f[6] or nil}
+  end
 end
 local known = c.phone ~= nil
 local services = {}
@@ -126,7 +134,6 @@ redis.call('HSET', KEYS[4], 'call_sid', ARGV[1], 'from', phone, 'to', ARGV[4],
 redis.call('EXPIRE', KEYS[4], CALL_TTL)
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - RECENT_MAX)
 local prefix = string.sub(KEYS[2], 1, string.find(KEYS[2], ':', 1, true)) .. 'incident:'
 for i, id in ipairs(counted) do
   local key = prefix .. id .. ':counters'
@@ -227,7 +234,7 @@ class CallInfo:
         if not (sid.startswith("CA") and sid.isalnum() and len(sid) <= 64):
             sid = ""
         raw_from = (form.get("From") or "")[:64]
-        return cls(call_sid=sid, phone=normalize(raw_from), to=(form.get("To") or "")[:64],
+        return cls(call_sid=sid, phone=caller_id(raw_from), to=(form.get("To") or "")[:64],
                    raw_from=raw_from)
 
 

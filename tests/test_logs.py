@@ -29,6 +29,8 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     for name in names:
         logger = logging.getLogger(name or None)
         saved[name] = (logger.handlers[:], logger.level, logger.propagate, logger.filters[:])
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    record_fields = {name: getattr(logging, name) for name in switches}
     buffer = io.StringIO()
     logs.configure("DEBUG", stream=buffer)
 
@@ -41,6 +43,8 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
         logger.handlers[:], logger.filters[:] = handlers, filters
         logger.setLevel(level)
         logger.propagate = propagate
+    for name, value in record_fields.items():
+        setattr(logging, name, value)
 
 
 @pytest.mark.parametrize(
@@ -208,3 +212,38 @@ def test_importing_configures_nothing() -> None:
         "assert worker.worker_services.cache_info().currsize == 0\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_timestamp_is_utc_to_the_millisecond(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    from freezegun import freeze_time
+
+    with freeze_time("2026-11-23T22:15:07.250+09:00"):
+        logging.getLogger("ivr.test").info("one")
+    with freeze_time("2026-11-23T13:15:08.007Z"):
+        logging.getLogger("ivr.test").info("two")
+
+    assert [line["ts"] for line in log_lines()] == ["2026-11-23T13:15:07.250Z",
+                                                    "2026-11-23T13:15:08.007Z"]
+
+
+def test_web_processes_skip_the_job_lookup(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Any) -> None:
+    import runpy
+    from pathlib import Path
+
+    import rq
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))  # the file sets them
+    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    assert conf["logconfig_dict"]["filters"]["context"]["jobs"] is False
+    assert logs.dict_config()["filters"]["context"]["jobs"] is True
+
+    monkeypatch.setattr(logs, "get_current_job", lambda: pytest.fail("looked up a job"))
+    record = logging.LogRecord("ivr.voice", logging.INFO, __file__, 1, "answered", None, None)
+    assert logs.ContextFilter(jobs=False).filter(record)
+    assert getattr(record, "job_id", None) is None
+    assert rq.get_current_job() is None
