@@ -84,8 +84,8 @@ def call(call_sid: str) -> str:
 
 
 def calls_recent() -> str:
-    """Sorted set: CallSid scored by arrival (epoch seconds), trimmed to RECENT_CALLS_MAX.
-    No TTL (bounded by the trim)."""
+    """Sorted set: CallSid scored by arrival (epoch seconds), trimmed to the newest
+    RECENT_CALLS_MAX once a minute (with the stale-call sweep). No TTL (bounded by the trim)."""
     return f"{PREFIX}:calls:recent"
 
 
