@@ -345,10 +345,11 @@ def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bo
 
 
 def get(svc: Services, call_sid: str) -> dict[str, Any] | None:
-    return _decode(svc.redis.hgetall(keys.call(call_sid)))
+    return decode(svc.redis.hgetall(keys.call(call_sid)))
 
 
-def _decode(data: Mapping[str, str]) -> dict[str, Any] | None:
+def decode(data: Mapping[str, str]) -> dict[str, Any] | None:
+    """A call hash as a record (JSON fields parsed), or None for an empty hash."""
     if not data:
         return None
     record: dict[str, Any] = dict(data)
@@ -370,7 +371,7 @@ def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int,
         pipe.hgetall(keys.call(sid))
     out = []
     for data in pipe.execute():
-        record = _decode(data)
+        record = decode(data)
         if record and (not tag or tag in record["tags"]) \
                 and not (active and record.get("state") == "completed"):
             out.append(record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,9 +41,11 @@ local function count_end(call_key, esc_key, tags_key, was_state, was_band)
 end
 """
 
-# Starts once per call; returns {started (0/1), the escalation state now}.
-# KEYS: call, raised-by index, metrics escalations, metrics calls-by-tag;
-# ARGV: now, ttl, raised_by, n, pairs…
+# Starts once per call: writes the escalation, counts it on each incident the call was
+# counted for, and takes the caller out of the waiting line. Returns {started (0/1), the
+# escalation state now}. KEYS: call, raised-by index, metrics escalations, metrics
+# calls-by-tag, waiting; ARGV: now, ttl, raised_by, n, pairs… The incidents' counter keys
+# are built from KEYS[1]'s hash-tag prefix, in the same `{ivr}` slot (see call._INCOMING).
 _START = _COUNT_END + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'esc_state')
@@ -51,10 +54,16 @@ if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandone
 local band = redis.call('HGET', KEYS[1], 'band')
 redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * tonumber(ARGV[4])))
 count_end(KEYS[1], KEYS[3], KEYS[4], '', band)  -- a new escalation: no end counted yet
+local sid = redis.call('HGET', KEYS[1], 'call_sid')
 if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[1], redis.call('HGET', KEYS[1], 'call_sid'))
+  redis.call('ZADD', KEYS[2], ARGV[1], sid)
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
+local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':', 1, true)) .. 'incident:'
+for _, id in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'incidents') or '[]')) do
+  redis.call('HINCRBY', prefix .. id .. ':counters', 'escalations', 1)
+end
+redis.call('ZREM', KEYS[5], sid)
 return {1, redis.call('HGET', KEYS[1], 'esc_state')}
 """
 
@@ -131,15 +140,17 @@ def _iso(epoch: float) -> str:
 
 
 def build_context(svc: Services, record: dict[str, Any], *, trigger: str, reason: str,
-                  note: str = "") -> dict[str, Any]:
-    """The 5W1H hand-over the SV hears and the console shows, from the call record."""
+                  note: str = "", active: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The 5W1H hand-over the SV hears and the console shows, from the call record.
+    `active`: the active incidents hash when the caller has read it (a resolved incident is
+    still read from its own key)."""
     now = svc.now().timestamp()
     created = datetime.fromisoformat(record["created_at"]).timestamp()
     queued_ms = int(record.get("queued_at_ms") or 0)
     incident_ids = record.get("incidents") or []
     started = None
     if incident_ids:
-        raw = svc.redis.get(keys.incident(incident_ids[0]))
+        raw = (active or {}).get(incident_ids[0]) or svc.redis.get(keys.incident(incident_ids[0]))
         started = json.loads(raw)["created_at"] if raw else None
     labels = [x for x in (record.get("intent") or "").split(",") if x]
     return {
@@ -167,12 +178,19 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     webhook), 'exhausted' when nobody on call fits the ladder, '' for an unknown call, and
     'abandoned' when the caller has already hung up.
     """
-    record = call.get(svc, call_sid)
+    pipe = svc.redis.pipeline(transaction=False)  # everything it reads, in one round trip
+    pipe.hgetall(keys.call(call_sid))
+    pipe.hgetall(keys.supervisor_roster())
+    pipe.hgetall(keys.incidents_active())
+    raw_record, roster, active = pipe.execute()
+    record = call.decode(raw_record)
     if record is None:
         return ""
     reason = reason or ladder_reason(trigger, labels)
-    people = [Candidate(s.phone, s.name, s.lang) for s in supervisor.candidates(svc, reason)]
-    context = build_context(svc, record, trigger=trigger, reason=reason, note=note)
+    people = [Candidate(s.phone, s.name, s.lang)
+              for s in supervisor.candidates(svc, reason, supervisor.decode(roster))]
+    context = build_context(svc, record, trigger=trigger, reason=reason, note=note,
+                            active=active)
     now = svc.now()
     with_operator = record.get("state") in ("connecting", "connected")
     fields = {
@@ -189,18 +207,13 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     if not people:
         fields["band"] = str(call.BAND_PRIORITY)
     flat = [x for pair in fields.items() for x in pair]
-    started = svc.eval(_START, 4, keys.call(call_sid),
+    started = svc.eval(_START, 5, keys.call(call_sid),
                        keys.escalations_raised_by(raised_by or "-"),
-                       keys.metrics_escalations(), keys.metrics_calls_by_tag(),
+                       keys.metrics_escalations(), keys.metrics_calls_by_tag(), keys.waiting(),
                        int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
     was_started, state = started
     if not was_started:
         return str(state)
-    pipe = svc.redis.pipeline(transaction=False)
-    for incident_id in record.get("incidents") or []:
-        pipe.hincrby(keys.incident_counters(incident_id), "escalations", 1)
-    pipe.zrem(keys.waiting(), call_sid)
-    pipe.execute()
     log.info("escalation started call_sid=%s trigger=%s reason=%s candidates=%d", call_sid,
              trigger, reason, len(people))
     if people:

@@ -198,7 +198,7 @@ def check_roster(records: Sequence[Any]) -> list[Supervisor]:
 # --- reading ------------------------------------------------------------------------------
 
 
-def _decode(data: Mapping[str, str]) -> list[Supervisor]:
+def decode(data: Mapping[str, str]) -> list[Supervisor]:
     """The roster hash as supervisors in ring order; an unreadable entry is skipped, logged."""
     sups: list[Supervisor] = []
     for phone, raw in data.items():
@@ -212,7 +212,7 @@ def _decode(data: Mapping[str, str]) -> list[Supervisor]:
 def roster(svc: Services) -> list[Supervisor]:
     """Every supervisor, on call or not, in ring order: (order, name)."""
     data = cast("dict[str, str]", svc.redis.hgetall(keys.supervisor_roster()))  # decoded client
-    return _decode(data)
+    return decode(data)
 
 
 def get(svc: Services, phone: str) -> Supervisor | None:
@@ -220,7 +220,7 @@ def get(svc: Services, phone: str) -> Supervisor | None:
     raw = cast("str | None", svc.redis.hget(keys.supervisor_roster(), phone))
     if raw is None:
         return None
-    found = _decode({phone: raw})
+    found = decode({phone: raw})
     return found[0] if found else None
 
 
@@ -232,12 +232,14 @@ def ladder_steps(svc: Services, reason: str) -> list[dict[str, Any]]:
     return list(ladder[reason])
 
 
-def candidates(svc: Services, reason: str) -> list[Supervisor]:
+def candidates(svc: Services, reason: str, everyone: list[Supervisor] | None = None
+               ) -> list[Supervisor]:
     """Who is rung for `reason`, in order: per ladder step, the on-call supervisors with that
     skill and level by ring order; someone matching several steps is rung once, at the first.
+    `everyone`: the roster when the caller has already read it (else it is read here).
     """
     steps = ladder_steps(svc, reason)
-    everyone = roster(svc)
+    everyone = roster(svc) if everyone is None else everyone
     seen: set[str] = set()
     picked: list[Supervisor] = []
     for step in steps:
@@ -302,7 +304,7 @@ def upsert(svc: Services, sup: Supervisor) -> list[Supervisor]:
                 pipe.hgetall(key)
                 _, data = pipe.execute()
                 log.info("supervisor upserted phone=%s", mask(sup.phone))
-                return _decode(data)
+                return decode(data)
             except redis.WatchError:
                 continue
     raise ConflictError(f"the roster kept changing during {WATCH_ATTEMPTS} attempts")

@@ -131,6 +131,20 @@ def test_retried_webhook_counts_once_and_dials_once(twilio_post, svc, clock, ros
     assert len(sv_legs(fake_twilio)) == 1
 
 
+def test_an_escalation_counts_once_on_each_of_the_callers_incidents(admin, roster, twilio_post,
+                                                                   svc, clock):
+    mail = declare(admin)
+    everyone = declare(admin, title="全体のお知らせ", audience="all", scope={"regions": ["kyushu"]})
+    elsewhere = declare(admin, title="他地域", scope={"regions": ["kyushu"]})
+    add_customer(svc, CALLER)
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    call_in(twilio_post, sid)  # Twilio retries the webhook
+
+    counted = {inc["id"]: svc.redis.hget(keys.incident_counters(inc["id"]), "escalations")
+               for inc in (mail, everyone, elsewhere)}
+    assert counted == {mail["id"]: "1", everyone["id"]: "1", elsewhere["id"]: "0"}
+
+
 def test_two_calls_at_once_from_one_number_count_twice(config, svc, clock):
     from ivr import create_app
 
