@@ -138,7 +138,8 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
     """
     from ivr.flows import FlowError, load_flows
     from ivr.intent import load_lexicon
-    from ivr.prompts import LANGS, PromptError, Prompts
+    from ivr.lang import LANGS
+    from ivr.prompts import PromptError, Prompts
 
     problems = 0
     try:

@@ -22,11 +22,11 @@ import redis
 
 from ivr import keys
 from ivr.errors import StorageConflict
+from ivr.lang import LANGS
 from ivr.phone import is_mobile, normalize
 from ivr.services import Services
 
 TIERS = ("standard", "vip")
-LANGUAGES = ("ja", "en")
 FIELDS = ("phone", "name", "account_id", "tier", "services", "region", "language", "sms_opt_in")
 """What a sender may give; `mobile` and `updated_at` are computed, never accepted."""
 
@@ -202,7 +202,7 @@ def _check_field(name: str, value: Any) -> Any:
     if name == "tier":
         return _choice(value, name, TIERS)
     if name == "language":
-        return _choice(value, name, LANGUAGES)
+        return _choice(value, name, LANGS)
     if name == "sms_opt_in":
         if not isinstance(value, bool):
             raise ValidationError(name, "sms_opt_in must be true or false")

@@ -12,8 +12,8 @@ import jsonschema
 import yaml
 
 from ivr.intent_schema import SCHEMA as INTENTS_SCHEMA
+from ivr.lang import LANGS
 
-LANGS = ("ja", "en")
 SEVERITIES = ("critical", "major", "minor")
 
 _VOICE = {

@@ -14,13 +14,13 @@ from ivr import keys, validate
 from ivr.cadence import next_due
 from ivr.customer import LABEL_FORBIDDEN, MAX_LABEL, Customer
 from ivr.errors import ApiError, invalid
+from ivr.lang import LANGS
 from ivr.phone import normalize
 from ivr.services import Services
 
 SEVERITIES = ("critical", "major", "minor")
 OPEN_STATUSES = ("investigating", "identified", "monitoring")
 AUDIENCES = ("all", "affected")
-LANGS = ("ja", "en")
 ANNOUNCEMENT_MAX = 1000
 COUNTERS = ("calls", "affected_calls", "escalations", "sms_sent", "sms_delivered",
             "sms_failed")

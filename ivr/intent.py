@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from ivr.flows import FlowError, _line_of, load_file
-from ivr.intent_schema import LABELS, LANGS, MAX_HINT_CHARS, SCHEMA
+from ivr.intent_schema import LABELS, MAX_HINT_CHARS, SCHEMA
+from ivr.lang import LANGS
 
 # What the caller asked for, most specific request first: the call record and the whisper.
 REASON_ORDER = ("manager", "money", "technical", "anger")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ivr.lang import LANGS
+
 LABELS = ("manager", "money", "technical", "anger")
-LANGS = ("ja", "en")
 MAX_HINT_CHARS = 100  # Twilio <Gather hints>: each entry at most 100 characters
 
 PHRASE_PATTERN = r"^(?:[^()|?,]|\([^()|?,]+(?:\|[^()|?,]+)*\)\??)+$"

@@ -14,13 +14,13 @@ import redis
 from flask import Blueprint, Response, current_app, render_template, request
 
 from ivr import current_services, customer, optout
+from ivr.lang import LANGS
 from ivr.phone import mask
 from ivr.services import Services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("optout", __name__)
 
-LANGS = ("ja", "en")
 SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",

@@ -15,6 +15,7 @@ from rq.exceptions import DuplicateJobError
 
 from ivr import cadence, incident, keys
 from ivr.errors import invalid
+from ivr.lang import LANGS
 from ivr.segments import over_by, segments
 from ivr.services import Services
 
@@ -53,7 +54,7 @@ def preview(svc: Services, doc: dict[str, Any], entry: dict[str, Any]) -> dict[s
     """Each language's message with the longest opt-out link, and what it costs in segments."""
     url = str(svc.config["PUBLIC_BASE_URL"]).rstrip("/") + SAMPLE_OPTOUT
     out = {}
-    for lang in ("ja", "en"):
+    for lang in LANGS:
         text = sms_text(svc, doc, entry, lang, url)
         counted = segments(text)
         out[lang] = Preview(text, counted.count, counted.encoding)

@@ -8,9 +8,10 @@ from typing import Any
 
 import jinja2
 
+from ivr.lang import LANGS
+
 log = logging.getLogger(__name__)
 
-LANGS = ("ja", "en")
 FALLBACK_LANG = "ja"
 
 

@@ -21,6 +21,7 @@ import redis
 
 from ivr import keys, validate
 from ivr.errors import StorageConflict, invalid
+from ivr.lang import LANGS
 from ivr.phone import mask, normalize
 from ivr.services import Services
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 SKILLS = ("general", "billing", "technical")
 LEVELS = (2, 3)
-LANGUAGES = ("ja", "en")
 FIELDS = ("phone", "name", "skills", "level", "on_call", "order", "lang")
 """What a sender may give; `updated_at` is set on write, never accepted."""
 MAX_ROSTER = 500
@@ -173,7 +173,7 @@ def check(record: Any, prefix: str = "") -> Supervisor:
             MAX_ORDER,
             f"a whole number from 0 to {MAX_ORDER} (lower rings first)",
         ),
-        lang=validate.choice(record, "lang", LANGUAGES, required=False, field=prefix + "lang")
+        lang=validate.choice(record, "lang", LANGS, required=False, field=prefix + "lang")
         or "ja",
     )
 

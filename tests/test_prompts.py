@@ -11,7 +11,8 @@ import pytest
 from ivr.cli import EMPTY as CHECK_EMPTY
 from ivr.cli import SAMPLE as CHECK_SAMPLE
 from ivr.config import IVR_PROMPTS_DIR
-from ivr.prompts import LANGS, PromptError, Prompts
+from ivr.lang import LANGS
+from ivr.prompts import PromptError, Prompts
 
 SHIPPED = Prompts(IVR_PROMPTS_DIR)
 NAMES = SHIPPED.names()

@@ -211,7 +211,7 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
     found = customer.Customer.from_hash(data)
     if opted_out or undeliverable or (found and (not found.mobile or not found.sms_opt_in)):
         return "skipped"
-    lang = found.language if found else "ja"
+    lang = found.language if found else svc.flows.default_language
     body = progress.sms_text(svc, doc, entry, lang, optout_url(svc.config, phone))
     return _claim_and_send(svc, incident_id, seq, phone, body, rate)
 
@@ -346,7 +346,7 @@ def confirm_subscription(incident_id: str, phone: str) -> str:
     doc = incident.load(svc, incident_id)
     data = svc.redis.hgetall(keys.customer(phone))
     found = customer.Customer.from_hash(data)
-    lang = found.language if found else "ja"
+    lang = found.language if found else svc.flows.default_language
     body = svc.prompts.render("sms_subscribed", lang, keep_lines=True,
                               sender=svc.flows.sms["sender_name"], title=doc["title"],
                               optout_url=optout_url(svc.config, phone))
