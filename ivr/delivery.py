@@ -40,8 +40,9 @@ RESEND_DELAY = timedelta(minutes=15)
 RESEND_JOB = "worker.sms.resend_message"
 ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
 
-# KEYS[1] message hash, KEYS[2] incident counters (the message key again when unknown).
-# ARGV: status, error code or '', counter field or '', '1' to claim the one resend, now.
+# KEYS[1] message hash, KEYS[2] incident counters (the message key again when unknown),
+# KEYS[3] metrics sms. ARGV: status, error code or '', counter field or '' ('sms_delivered'
+# counts 'delivered' in KEYS[3]), '1' to claim the one resend, now.
 # Returns {known, status after, status changed, counted, resend claimed}.
 _RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0, 0} end
@@ -65,6 +66,7 @@ end
 local counted = 0
 if ARGV[3] ~= '' and redis.call('HSETNX', KEYS[1], 'counted', ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  redis.call('HINCRBY', KEYS[3], string.sub(ARGV[3], 5), 1)
   counted = 1
 end
 local resend = 0
@@ -132,7 +134,7 @@ def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     counters_key = keys.incident_counters(incident_id) if incident_id else message_key
     want_resend = code in RETRY_ONCE_CODES and callback.status in FAILED
     known, status, changed, counted, resend = svc.eval(
-        _RECORD, 2, message_key, counters_key, callback.status,
+        _RECORD, 3, message_key, counters_key, keys.metrics_sms(), callback.status,
         "" if code is None else str(code), counter, "1" if want_resend else "0",
         svc.now().isoformat())
     if not known:

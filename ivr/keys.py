@@ -233,10 +233,17 @@ def token(token_hash: str) -> str:
 
 def metrics_calls_by_tag() -> str:
     """Hash: tag kind (affected, vip, repeat, priority, untagged) -> calls that carried it;
-    field 'all' counts every call once. Written by call._RECORD_CALL (once per CallSid) and,
+    field 'all' counts every call once. Written by call._INCOMING (once per CallSid) and,
     for 'priority', by the escalation script that first moves a call to the priority band.
     No TTL (fields are bounded)."""
     return f"{PREFIX}:metrics:calls_by_tag"
+
+
+def metrics_sms() -> str:
+    """Hash: sent, delivered, failed -> SMS of every incident together, counted exactly once
+    per message beside the incident's own sms_* counter (worker/sms.py, ivr/delivery.py), so
+    a scrape reads one hash however many incidents there have been. No TTL (three fields)."""
+    return f"{PREFIX}:metrics:sms"
 
 
 def metrics_escalations() -> str:
@@ -261,4 +268,4 @@ ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_aud
        escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,
        agent_assignment, token,
        supervisor_roster,
-       metrics_calls_by_tag, metrics_escalations, metrics_escalation_attempts)
+       metrics_calls_by_tag, metrics_sms, metrics_escalations, metrics_escalation_attempts)

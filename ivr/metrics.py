@@ -116,7 +116,7 @@ class RedisCollector:
         pipe.hgetall(keys.metrics_calls_by_tag())
         pipe.hgetall(keys.metrics_escalations())
         pipe.hgetall(keys.metrics_escalation_attempts())
-        pipe.zrange(keys.incidents_all(), 0, -1)
+        pipe.hgetall(keys.metrics_sms())
         pipe.zcard(keys.calls_active())
         pipe.zcard(keys.waiting())
         pipe.hlen(keys.incidents_active())
@@ -125,10 +125,9 @@ class RedisCollector:
             jobs.llen(q.key)
             jobs.zcard(FailedJobRegistry(queue=q).key)
             jobs.zcard(ScheduledJobRegistry(queue=q).key)
-        (by_tag, escalations, attempts, incident_ids, active_calls, waiting,
+        (by_tag, escalations, attempts, sms, active_calls, waiting,
          active_incidents) = pipe.execute()
         per_queue = jobs.execute()
-        sms = self._sms_totals(incident_ids)
 
         calls = CounterMetricFamily(
             "ivr_calls", "Calls received, once per CallSid under each tag kind they carried "
@@ -155,10 +154,10 @@ class RedisCollector:
             given_up.add_metric([reason, result], int(value))
 
         sms_total = CounterMetricFamily(
-            "ivr_sms", "SMS by status, summed over every incident's counters: sent (accepted "
-            "by Twilio), delivered, failed (refused or undelivered).", labels=["status"])
-        for status, value in sms.items():
-            sms_total.add_metric([status], value)
+            "ivr_sms", "SMS by status, every incident's together: sent (accepted by Twilio), "
+            "delivered, failed (refused or undelivered).", labels=["status"])
+        for status in ("sent", "delivered", "failed"):
+            sms_total.add_metric([status], int(sms.get(status, 0)))
 
         depth = GaugeMetricFamily("ivr_rq_queue_depth", "Jobs waiting in an RQ queue.",
                                   labels=["queue"])
@@ -182,18 +181,3 @@ class RedisCollector:
             gauge.add_metric([], value)
             gauges.append(gauge)
         return [calls, received, ended, given_up, sms_total, depth, failed, scheduled, *gauges]
-
-    def _sms_totals(self, incident_ids: list[str]) -> dict[str, int]:
-        """sms_sent/sms_delivered/sms_failed of every incident, added up (worker/sms.py and
-        ivr/delivery.py keep those counters exactly once per message)."""
-        fields = {"sent": "sms_sent", "delivered": "sms_delivered", "failed": "sms_failed"}
-        totals = dict.fromkeys(fields, 0)
-        if not incident_ids:
-            return totals
-        pipe = self.svc.redis.pipeline(transaction=False)
-        for incident_id in incident_ids:
-            pipe.hmget(keys.incident_counters(incident_id), *fields.values())
-        for values in pipe.execute():
-            for status, value in zip(fields, values, strict=True):
-                totals[status] += int(value or 0)
-        return totals

@@ -181,7 +181,7 @@ def test_nobody_on_call_is_exhausted_at_once(admin, twilio_post, client, svc, cl
     assert value(samples, "ivr_calls_total", tag="priority") == 1
 
 
-def test_sms_by_status_adds_up_every_incident(admin, twilio_post, client, svc, clock,
+def test_sms_by_status_counts_every_incident_in_one_hash(admin, twilio_post, client, svc, clock,
                                              run_jobs, fake_twilio):
     add_customer(svc, CALLER)
     add_customer(svc, OTHER, services=["web"])
@@ -198,10 +198,13 @@ def test_sms_by_status_adds_up_every_incident(admin, twilio_post, client, svc, c
         twilio_post("/sms/status", MessageSid=sid, MessageStatus=status,
                     **({"ErrorCode": "30005"} if status == "undelivered" else {}))
 
+    svc.redis.config_resetstat()
     samples = scrape(client)
     assert {status: value(samples, "ivr_sms_total", status=status)
             for status in ("sent", "delivered", "failed")} == {
         "sent": 2, "delivered": 1, "failed": 1}
+    # one hash for all of them: a scrape reads nothing per incident
+    assert "cmdstat_hmget" not in svc.redis.info("commandstats")
 
 
 def test_rq_queues_failed_and_scheduled_jobs(admin, client, svc, clock, run_jobs):

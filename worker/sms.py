@@ -45,8 +45,8 @@ return 0
 
 # Settle a stale 'pending:…' claim with the message Twilio has: the claim takes its SID and,
 # once per message, the record and the sms_sent count the dead sender never wrote appear.
-# KEYS: claim, message record, incident counters. ARGV: expected claim, SID, ttl, then the
-# record's field/value pairs. Returns 1 when this call settled it.
+# KEYS: claim, message record, incident counters, metrics sms. ARGV: expected claim, SID,
+# ttl, then the record's field/value pairs. Returns 1 when this call settled it.
 _SETTLE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -54,6 +54,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[2], unpack(ARGV, 4))
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
+  redis.call('HINCRBY', KEYS[4], 'sent', 1)
 end
 return 1
 """
@@ -249,8 +250,9 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
                   "segments": str(segments(body).count), "created_at": svc.now().isoformat(),
                   "settled": "twilio"}
         fields = [x for pair in record.items() for x in pair]
-        if svc.eval(_SETTLE, 3, claim, keys.sms_message(sid),
-                    keys.incident_counters(incident_id), value, sid, keys.SMS_TTL,
+        if svc.eval(_SETTLE, 4, claim, keys.sms_message(sid),
+                    keys.incident_counters(incident_id), keys.metrics_sms(), value, sid,
+                    keys.SMS_TTL,
                     *fields):
             log.info("settled from twilio message_sid=%s to=%s", sid, mask(phone))
             status = str(sent.status or "")
@@ -302,6 +304,7 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
         "created_at": svc.now().isoformat()})
     pipe.expire(keys.sms_message(sid), keys.SMS_TTL)
     pipe.hincrby(keys.incident_counters(incident_id), "sms_sent", 1)
+    pipe.hincrby(keys.metrics_sms(), "sent", 1)
     pipe.execute()
     return "sent"
 
@@ -314,8 +317,11 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
         svc.redis.delete(claim)  # not sent: a resumed fan-out may send it
         halt(svc, incident_id, seq, code)
         return "halted"
-    svc.redis.set(claim, f"failed:{code}", ex=keys.SMS_TTL)
-    svc.redis.hincrby(keys.incident_counters(incident_id), "sms_failed", 1)
+    pipe = svc.redis.pipeline(transaction=True)
+    pipe.set(claim, f"failed:{code}", ex=keys.SMS_TTL)
+    pipe.hincrby(keys.incident_counters(incident_id), "sms_failed", 1)
+    pipe.hincrby(keys.metrics_sms(), "failed", 1)
+    pipe.execute()
     if code == 21610:
         opt_out(svc, phone, "twilio-21610")
     log.info("sms refused for this number code=%s to=%s", code, mask(phone))

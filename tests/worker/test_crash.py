@@ -231,6 +231,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
     assert svc.redis.hget(keys.sms_message(by_phone[pending[0]]), "settled") == "twilio"
     counters = admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]
     assert (counters["sms_sent"], counters["sms_failed"]) == (len(RECIPIENTS), 0)
+    assert svc.redis.hgetall(keys.metrics_sms()) == {"sent": str(len(RECIPIENTS))}
     assert FailedJobRegistry(queue=svc.sms_queue).count == 0
     print(f"\nkilled after {at_kill} messages with 1 held inside Twilio; the retried batch "
           f"sent {len(RECIPIENTS) - at_kill - 1}; the sweep settled {len(pending)} from "
@@ -270,3 +271,4 @@ def test_a_message_settled_from_twilio_is_recorded_and_counted_like_a_sent_one(
     assert 0 < svc.redis.ttl(keys.sms_message(sid)) <= keys.SMS_TTL
     counters = admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]
     assert (counters["sms_sent"], counters["sms_delivered"], counters["sms_failed"]) == (1, 1, 0)
+    assert svc.redis.hgetall(keys.metrics_sms()) == {"sent": "1", "delivered": "1"}

@@ -146,6 +146,7 @@ def test_permanent_errors_are_recorded_not_retried(admin, customers, svc, fake_t
     assert len(fake_twilio.messages_sent()) == 1
     assert svc.redis.get(keys.sms_claim(inc["id"], 0, JA)) == "failed:21211"
     assert admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]["sms_failed"] == 1
+    assert svc.redis.hgetall(keys.metrics_sms()) == {"failed": "1"}
 
 
 def test_21610_marks_the_number_opted_out(admin, customers, svc, fake_twilio, run_jobs):
