@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ivr import incident, keys
 from ivr.phone import caller_id
@@ -345,7 +345,7 @@ def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bo
 
 
 def get(svc: Services, call_sid: str) -> dict[str, Any] | None:
-    return decode(svc.redis.hgetall(keys.call(call_sid)))
+    return decode(cast("dict[str, str]", svc.redis.hgetall(keys.call(call_sid))))
 
 
 def decode(data: Mapping[str, str]) -> dict[str, Any] | None:
@@ -365,7 +365,7 @@ def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int,
                index: str | None = None) -> list[dict[str, Any]]:
     """Newest first; the tag filter reads records, which is fine at the console's page sizes."""
     index = index or (keys.calls_active() if active else keys.calls_recent())
-    sids = svc.redis.zrevrange(index, 0, (limit if not tag else limit * 20) - 1)
+    sids = cast("list[str]", svc.redis.zrevrange(index, 0, (limit if not tag else limit * 20) - 1))
     pipe = svc.redis.pipeline(transaction=False)
     for sid in sids:
         pipe.hgetall(keys.call(sid))

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 import redis
 
@@ -35,8 +35,14 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
+@overload
+def _per_language(value: Any, field: str, *, url: bool = ..., keep_null: Literal[False] = ...
+                  ) -> dict[str, str]: ...
+@overload
+def _per_language(value: Any, field: str, *, url: bool = ..., keep_null: Literal[True]
+                  ) -> dict[str, str | None]: ...
 def _per_language(value: Any, field: str, *, url: bool = False, keep_null: bool = False
-                  ) -> dict[str, str | None]:
+                  ) -> dict[str, str] | dict[str, str | None]:
     """{"ja": …, "en": …}: the announcement texts or recording URLs. With `keep_null` (PATCH),
     a null stays in the result and means "remove this language"."""
     if not isinstance(value, dict):
@@ -223,8 +229,10 @@ def _change(svc: Services, incident_id: str, mutate: Any,
                        json.dumps({**entry, "seq": doc["update_seq"]}, ensure_ascii=False))
         return doc
 
-    result: dict[str, Any] = svc.redis.transaction(attempt, key, value_from_callable=True)
-    return result
+    # redis-py hints `func` as returning None and the result as EXEC's replies; with
+    # value_from_callable the result is what `attempt` returned.
+    result = svc.redis.transaction(attempt, key, value_from_callable=True)  # type: ignore[arg-type]
+    return cast("dict[str, Any]", result)
 
 
 def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:
@@ -322,8 +330,8 @@ def load(svc: Services, incident_id: str) -> dict[str, Any]:
 
 def list_ids(svc: Services, *, active_only: bool, limit: int = 200) -> list[str]:
     if active_only:
-        return sorted(svc.redis.hkeys(keys.incidents_active()), reverse=True)
-    return list(svc.redis.zrevrange(keys.incidents_all(), 0, limit - 1))
+        return sorted(cast("list[str]", svc.redis.hkeys(keys.incidents_active())), reverse=True)
+    return list(cast("list[str]", svc.redis.zrevrange(keys.incidents_all(), 0, limit - 1)))
 
 
 def applies(doc: Mapping[str, Any], phone: str | None, customer: Customer | None

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import redis
+from redis import Redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
@@ -51,10 +52,15 @@ class RebasedHttpClient(TwilioHttpClient):
 
 @dataclass
 class Services:
-    """Redis, the job queue, Twilio, the clock and the validated flows/prompts."""
+    """Redis, the job queue, Twilio, the clock and the validated flows/prompts.
 
-    redis: redis.Redis
-    rq_redis: redis.Redis
+    `redis` decodes its replies, so they are str although redis-py's hints say `bytes | str`
+    (its `Redis` is not generic over the reply type): readers cast what they get. The
+    annotations name `Redis` bare because the field `redis` hides the module in this body.
+    """
+
+    redis: Redis
+    rq_redis: Redis
     twilio: Client
     queue: Queue
     sms_queue: Queue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from rq import Retry
 from rq.exceptions import DuplicateJobError
@@ -98,7 +99,7 @@ def watchdog(call_sid: str, attempt: int) -> int | None:
     return nxt
 
 
-def exhaust(svc: Services, call_sid: str, record: dict[str, str]) -> None:
+def exhaust(svc: Services, call_sid: str, record: dict[str, Any]) -> None:
     """Nobody accepted: the caller goes to the front of the queue with an apology (or stays
     with their operator), and the context stays on the call for whoever takes it."""
     if not escalation.set_if(svc, call_sid, escalation.OPEN, esc_state="exhausted",

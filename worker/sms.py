@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from requests.exceptions import RequestException
 from rq import Retry, get_current_job
@@ -237,7 +237,7 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
     mine = f"pending:{now}"
     if svc.redis.set(claim, mine, nx=True, ex=keys.SMS_TTL):
         return True
-    value = svc.redis.get(claim) or ""
+    value = cast("str | None", svc.redis.get(claim)) or ""
     if not value.startswith("pending:"):
         return False
     since = int(value.split(":", 1)[1])
@@ -331,7 +331,7 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
 def resend_message(message_sid: str) -> str | None:
     """Send a message once more after a temporary carrier failure (30003, 30008)."""
     svc = worker_services()
-    record = svc.redis.hgetall(keys.sms_message(message_sid))
+    record = cast("dict[str, str]", svc.redis.hgetall(keys.sms_message(message_sid)))
     if not record or record.get("resend_of"):
         return None
     doc = incident.load(svc, record["incident_id"])
@@ -340,7 +340,7 @@ def resend_message(message_sid: str) -> str | None:
         return None
     label = f"resend-{record['seq']}"
     result = deliver(svc, doc, entry, label, record["to"], _rate(svc))
-    sid = svc.redis.get(keys.sms_claim(doc["id"], label, record["to"]))
+    sid = cast("str | None", svc.redis.get(keys.sms_claim(doc["id"], label, record["to"])))
     if result == "sent" and sid:
         svc.redis.hset(keys.sms_message(sid), "resend_of", message_sid)
     return sid
@@ -350,7 +350,7 @@ def confirm_subscription(incident_id: str, phone: str) -> str:
     """The one SMS that confirms a caller's key-press subscription to an incident."""
     svc = worker_services()
     doc = incident.load(svc, incident_id)
-    data = svc.redis.hgetall(keys.customer(phone))
+    data = cast("dict[str, str]", svc.redis.hgetall(keys.customer(phone)))
     found = customer.Customer.from_hash(data)
     lang = found.language if found else svc.flows.default_language
     body = svc.prompts.render("sms_subscribed", lang, keep_lines=True,
