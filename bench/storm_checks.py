@@ -304,8 +304,8 @@ def markdown(checks: list[Check], figures: dict[str, Any], cpu: dict[str, Any],
            f"- Load average before / after: {info['load_before']} / {info['load_after']}",
            "- Deployment, all on 127.0.0.1: one redis-server; two web processes, each "
            f"`gunicorn -c gunicorn.conf.py \"ivr:create_app()\"` ({settings_used['web']}); two "
-           "`rq worker -w worker.Worker --with-scheduler --disable-job-desc-logging sms "
-           f"default`; the fake Twilio REST API (tests/fakes) in the load generator's process. "
+           "`rq worker -w worker.Worker --with-scheduler --disable-job-desc-logging default "
+           f"sms`; the fake Twilio REST API (tests/fakes) in the load generator's process. "
            f"IVR_SMS_MPS={settings_used['sms_mps']:g}, log level INFO.",
            f"- Load: {settings_used['cps']:g} new calls/s for {settings_used['minutes']:g} min, "
            f"open loop (a call starts on its slot whatever the service does; at most "
