@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ivr import incident, keys
-from ivr.phone import caller_id
+from ivr.phone import caller_id, is_mobile
 from ivr.services import Services
 
 BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
@@ -395,7 +395,10 @@ class Waiting:
     latest: str | None
     status_code: str | None
     incident_id: str | None
-    phone: str | None
+    sms_phone: str | None
+    """The caller's number when it can take an SMS (a mobile): only then is the incident's
+    SMS offered and a key press subscribed. A landline, or an E.164-shaped From the
+    numbering plan refuses (call.CallInfo keeps those), gets no offer."""
 
 
 def waiting_status(svc: Services, call_sid: str) -> Waiting:
@@ -412,7 +415,8 @@ def waiting_status(svc: Services, call_sid: str) -> Waiting:
     return Waiting(lang=lang, place=None if rank is None else int(rank) + 1,
                    latest=incident.latest_status(top, lang) if top else None,
                    status_code=top["status"] if top else None,
-                   incident_id=top["id"] if top else None, phone=phone or None)
+                   incident_id=top["id"] if top else None,
+                   sms_phone=phone if phone and is_mobile(phone) else None)
 
 
 def json_list(items: list[str]) -> str:

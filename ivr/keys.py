@@ -18,7 +18,8 @@ PREFIX = "{ivr}"
 CALL_TTL = 7 * 86400
 """Call records stay a week, long enough for the post-incident report."""
 RECENT_CALLS_MAX = 50_000
-"""How many call ids the recent-calls index keeps (trimmed on insert)."""
+"""How many call ids the recent-calls index keeps (trimmed once a minute, by the stale-call
+sweep in call._INCOMING)."""
 
 
 def incident(incident_id: str) -> str:

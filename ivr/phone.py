@@ -46,7 +46,8 @@ def caller_id(raw: str | None) -> str | None:
     only other spellings (a SIP URI, "client:…", a national number) go through normalize.
     Most callers in an outage ring for the first time, so normalize's cache seldom helps and
     its plan tables cost ~45 µs a caller. A well-shaped number the plan tables would refuse
-    is kept: it matches no customer, so the caller is unknown either way.
+    is kept: it matches no customer record (those hold valid numbers only), and where an SMS
+    would go to it, is_mobile refuses it.
     """
     text = (raw or "").strip()
     if _E164_SHAPE.fullmatch(text) and text not in WITHHELD:
@@ -54,8 +55,10 @@ def caller_id(raw: str | None) -> str | None:
     return normalize(text)
 
 
+@functools.lru_cache(maxsize=8192)
 def is_mobile(e164: str) -> bool:
-    """True for numbers that can receive SMS (mobile, or fixed-or-mobile where undecidable)."""
+    """True for numbers that can receive SMS (mobile, or fixed-or-mobile where undecidable).
+    Kept per process: the hold loop asks again for the same caller every half minute."""
     try:
         kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
     except phonenumbers.NumberParseException:

@@ -209,7 +209,7 @@ def queue_wait() -> Response:
     try:
         info = calls.waiting_status(svc, sid)
         target: Any = vr
-        if info.incident_id and info.phone:
+        if info.incident_id and info.sms_phone:
             target = vr.gather(input="dtmf", num_digits=1, timeout=1, method="POST",
                                action=callback_url("voice.queue_key"))
         speak(svc, target, "queue_wait", info.lang, position=info.place, status=info.latest,

@@ -57,17 +57,18 @@ def queue_key() -> Response:
         return twiml(vr)
     try:
         info = calls.waiting_status(svc, sid)
-        if not info.incident_id or not info.phone:
+        phone = info.sms_phone
+        if not info.incident_id or not phone:
             return twiml(vr)
-        opt_in(svc, info.phone, "voice-queue-key")
-        if svc.redis.sadd(keys.incident_subscribers(info.incident_id), info.phone):
+        opt_in(svc, phone, "voice-queue-key")
+        if svc.redis.sadd(keys.incident_subscribers(info.incident_id), phone):
             try:
                 svc.sms_queue.enqueue("worker.sms.confirm_subscription", info.incident_id,
-                                      info.phone, job_id=f"subscribed-{info.incident_id}-{sid}",
+                                      phone, job_id=f"subscribed-{info.incident_id}-{sid}",
                                       unique=True)
             except DuplicateJobError:
                 pass
-            log.info("subscribed by key call_sid=%s from=%s", sid, mask(info.phone))
+            log.info("subscribed by key call_sid=%s from=%s", sid, mask(phone))
         speak(svc, vr, "queue_subscribed", info.lang)
     except redis.RedisError:
         log.warning("redis unavailable in queue-key call_sid=%s", sid)

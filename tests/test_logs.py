@@ -224,8 +224,11 @@ def test_timestamp_is_utc_to_the_millisecond(
     with freeze_time("2026-11-23T13:15:08.007Z"):
         logging.getLogger("ivr.test").info("two")
 
+    with freeze_time("2026-11-23T23:59:59.9996Z"):
+        logging.getLogger("ivr.test").info("three")
     assert [line["ts"] for line in log_lines()] == ["2026-11-23T13:15:07.250Z",
-                                                    "2026-11-23T13:15:08.007Z"]
+                                                    "2026-11-23T13:15:08.007Z",
+                                                    "2026-11-23T23:59:59.999Z"]
 
 
 def test_web_processes_skip_the_job_lookup(monkeypatch: pytest.MonkeyPatch,

@@ -151,6 +151,23 @@ def test_key_1_while_waiting_subscribes_and_confirms_once(admin, twilio_post, sv
     assert "復旧作業中です。" in fake_twilio.messages[-1]["body"]
 
 
+@pytest.mark.parametrize("phone", ["+81312345678",   # a Tokyo landline
+                                   "+81012345678"])  # E.164-shaped, refused by the plan
+def test_numbers_that_cannot_take_an_sms_are_not_offered_or_subscribed(admin, twilio_post, svc,
+                                                                       phone):
+    inc = declare(admin, audience="all")
+    sid = start_call(twilio_post, phone=phone)
+    twilio_post("/voice/gather", CallSid=sid, Digits="1")
+
+    root = parse_twiml(twilio_post("/voice/queue-wait", CallSid=sid, QueuePosition="1"))
+    assert verbs(root) == ["Say", "Play"]  # no <Gather> offering the SMS
+    assert "SMS" not in root[0].text
+    root = parse_twiml(twilio_post("/voice/queue-key", CallSid=sid, Digits="1"))
+    assert list(root) == []
+    assert svc.redis.scard(keys.incident_subscribers(inc["id"])) == 0
+    assert not [j for j in svc.sms_queue.job_ids if j.startswith("subscribed-")]
+
+
 def test_other_keys_while_waiting_do_nothing(twilio_post, svc):
     sid = start_call(twilio_post)
     twilio_post("/voice/gather", CallSid=sid, Digits="1")
