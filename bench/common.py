@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -173,6 +175,65 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    """CPU seconds the Redis server has used (INFO cpu, user + system)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a gunicorn master's workers)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def proc_cpu(pid: int, *, reaped_children: bool = False) -> float | None:
+    """CPU seconds (user + system) of one process so far, with those of its children it has
+    already reaped when asked (an RQ worker's finished work horses); None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(int(x) for x in fields[11:15 if reaped_children else 13]) / CLK_TCK
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], what: str,
+                  timeout: float = 30.0) -> None:
+    """Poll `url` until it answers; RuntimeError naming `what` if `proc` dies or time runs
+    out first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, then reap()."""
+    if proc.poll() is None:
+        proc.terminate()
+    reap(proc, grace)
+
+
+def reap(proc: subprocess.Popen[Any], grace: float) -> None:
+    """Wait `grace` seconds for a process already told to stop, then SIGKILL it. (A second
+    SIGTERM would not do: RQ takes it as "stop now", killing the job in hand.)"""
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def with_db(url: str, db: int) -> str:
     """The same server, database `db`."""
     parts = urlsplit(url)
@@ -229,12 +290,7 @@ def private_redis() -> Iterator[str]:
             wait_for_redis(url)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 def settings(redis: str, **extra: Any) -> dict[str, str]:

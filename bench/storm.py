@@ -78,14 +78,19 @@ from common import (  # noqa: E402
     REGIONS,
     ROOT,
     app_config,
+    children,
     customer_services,
     free_port,
     phone_of,
+    proc_cpu,
+    reap,
+    redis_cpu,
     redis_url,
     seed_roster,
     settings,
     unknown_phone,
     wait_for_redis,
+    wait_until_up,
 )
 from rq import Worker  # noqa: E402
 from rq.registry import StartedJobRegistry  # noqa: E402
@@ -96,8 +101,6 @@ from ivr import keys  # noqa: E402
 from ivr.services import Services, build_services  # noqa: E402
 from ivr.simulator import Input, Phone, PhoneError, Printer  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCOPE = {"services": ["tv"], "regions": ["naha"], "numbers": []}
 """The incident's scope: customers who use tv (1 in 10) or live in naha (1 in 8)."""
@@ -296,15 +299,11 @@ class Deployment:
                  "sms"], f"worker{n + 1}"))
         deadline = time.monotonic() + 60
         for port, proc in zip(self.ports, self.web, strict=True):
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                        break
-                except (urllib.error.URLError, OSError):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"web on {port} did not start; see {self.logs}") \
-                            from None
-                    time.sleep(0.1)
+            try:
+                wait_until_up(f"http://127.0.0.1:{port}/readyz", proc, f"web on {port}",
+                              timeout=deadline - time.monotonic())
+            except RuntimeError as e:
+                raise RuntimeError(f"{e}; see {self.logs}") from None
         while len(Worker.all(connection=rq_redis)) < 2:
             if any(p.poll() is not None for p in self.workers) or time.monotonic() > deadline:
                 raise RuntimeError(f"the RQ workers did not start; see {self.logs}")
@@ -328,23 +327,16 @@ class Deployment:
             if proc.poll() is None:
                 proc.terminate()
         for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            reap(proc, grace=15)
 
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its descendants, including reaped ones (cutime): a
     gunicorn master with its workers, an RQ worker with every work horse it forked."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
+    own = proc_cpu(pid, reaped_children=True)
+    if own is None:
         return 0.0
-    own = sum(int(x) for x in fields[11:15]) / CLK_TCK
-    return own + sum(tree_cpu(int(c)) for c in children)
+    return own + sum(tree_cpu(c) for c in children(pid))
 
 
 def machine_busy() -> tuple[float, float]:
@@ -745,11 +737,6 @@ def main(argv: list[str] | None = None) -> int:
         write_section(markdown(checks, figures, cpu, info, command, started_at, seconds, used))
         print(f"\nwrote the storm section of {RESULTS.relative_to(ROOT)} ({seconds:.0f} s)")
     return 0 if all(c.ok for c in checks) else 1
-
-
-def redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 if __name__ == "__main__":

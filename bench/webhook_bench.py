@@ -47,13 +47,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ROOT,
     app_config,
+    children,
     db_of,
     declare_incident,
     free_port,
+    proc_cpu,
+    redis_cpu,
     redis_url,
     seed_customers,
     seed_roster,
     settings,
+    stop_process,
+    wait_until_up,
     with_db,
 )
 from loadgen import CallerMix, LoadResult, run_load, signed_requests, twilio_form  # noqa: E402
@@ -66,7 +71,6 @@ from ivr.services import build_services  # noqa: E402
 TARGETS = {"static": "/bench/static", "minimal": "/bench/minimal",
            "incoming": "/voice/incoming"}
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Gunicorn:
@@ -82,16 +86,11 @@ class Gunicorn:
              "--bind", f"127.0.0.1:{self.port}", "--pythonpath", "bench",
              "bench_app:create_app()"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                    break
-            except (urllib.error.URLError, OSError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"gunicorn did not start; see {log}") from None
-                time.sleep(0.1)
+        try:
+            wait_until_up(f"http://127.0.0.1:{self.port}/healthz", self.proc, "gunicorn")
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"gunicorn did not start; see {log}") from None
         # every worker must be up, not only the first one that answered
         deadline = time.monotonic() + 30
         expected = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -99,40 +98,18 @@ class Gunicorn:
             time.sleep(0.1)
 
     def workers(self) -> list[int]:
-        try:
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
+        return children(self.proc.pid)
 
     def cpu_by_worker(self) -> dict[int, float]:
         """User + system CPU seconds of each worker process so far."""
-        out = {}
-        for pid in self.workers():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-        return out
+        return {pid: cpu for pid in self.workers() if (cpu := proc_cpu(pid)) is not None}
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the worker processes so far."""
         return sum(self.cpu_by_worker().values())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        stop_process(self.proc, grace=15)
 
 
 def log_problems(log: Path, offset: int) -> tuple[int, dict[str, int]]:
