@@ -18,6 +18,7 @@ from ivr.services import Services
 
 BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
 BAND_SCALE = 10**13
+_BAND_SCALE = f"local BAND_SCALE = {BAND_SCALE}\n"  # the waiting line's score, in Lua
 TRANSCRIPT_MAX = 1000
 
 # The caller's first moment, whole, in one round trip: count the call in the number's
@@ -31,8 +32,9 @@ TRANSCRIPT_MAX = 1000
 # Each redis.call costs a few µs of Redis's one thread on top of the command, and this
 # script runs for every caller: it reads only the customer fields it uses, looks up the
 # first call of the window only for a repeat, and trims and sweeps once a minute.
-# The settings (repeat window and threshold, default language, TTLs, METRIC_TAGS) are
-# written into the source by _incoming_script, so each call sends only what changes.
+# The settings (repeat window and threshold, default language, TTLs, METRIC_TAGS) and the
+# constants it shares with Python (bands, severity order) are written into the source by
+# _incoming_script, so each call sends only what changes and nothing is spelled twice.
 # KEYS: customer, incidents_active, caller_calls (unused when withheld), call, calls_recent,
 # calls_active, metrics calls-by-tag, waiting, calls_swept. ARGV: sid, epoch, phone ('' when
 # withheld), to, created_at. The incidents' counter keys are built here from KEYS[2]'s
@@ -60,8 +62,9 @@ if epoch - tonumber(redis.call('GET', KEYS[9]) or 0) >= 60 then
   redis.call('SET', KEYS[9], ARGV[2])
   local stale = epoch - STALE_AFTER
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. stale)
-  for band = 0, 2 do
-    redis.call('ZREMRANGEBYSCORE', KEYS[8], band * 1e13, '(' .. (band * 1e13 + stale * 1000))
+  for band = BAND_PRIORITY, BAND_OTHER do
+    redis.call('ZREMRANGEBYSCORE', KEYS[8], band * BAND_SCALE,
+               '(' .. (band * BAND_SCALE + stale * 1000))
   end
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - RECENT_MAX)
 end
@@ -80,11 +83,10 @@ local services = {}
 if known then
   for _, s in ipairs(cjson.decode(c.services or '[]')) do services[s] = true end
 end
-local rank = {critical = 1, major = 2, minor = 3}
 local docs = {}
 for i = 2, #active, 2 do docs[#docs + 1] = cjson.decode(active[i]) end
 table.sort(docs, function(a, b)
-  if rank[a.severity] ~= rank[b.severity] then return rank[a.severity] < rank[b.severity] end
+  if RANK[a.severity] ~= RANK[b.severity] then return RANK[a.severity] < RANK[b.severity] end
   if a.created_at ~= b.created_at then return a.created_at < b.created_at end
   return a.id < b.id
 end)
@@ -113,7 +115,7 @@ if #affected_ids > 0 then tags[#tags + 1] = 'affected' end
 if vip then tags[#tags + 1] = 'vip' end
 if place >= THRESHOLD then tags[#tags + 1] = 'repeat' end
 for _, id in ipairs(affected_ids) do tags[#tags + 1] = 'incident:' .. id end
-local band = (#affected_ids > 0 or vip) and '1' or '2'
+local band = tostring((#affected_ids > 0 or vip) and BAND_AFFECTED or BAND_OTHER)
 local function list(items)  -- as Python's json.dumps writes a list of strings
   if #items == 0 then return '[]' end
   local quoted = {}
@@ -161,7 +163,7 @@ Incident ids are left out to keep the label set bounded."""
 # Puts a known call in the waiting line once (a retried webhook keeps its place) and records
 # what the caller said. KEYS: call, waiting; ARGV: sid, now_ms, n, field/value pairs…
 # Returns {band, lang, tags JSON}, or false when the call has no record or has ended.
-_ENQUEUE = """
+_ENQUEUE = _BAND_SCALE + """
 local band = redis.call('HGET', KEYS[1], 'band')
 if not band then return false end
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -171,7 +173,7 @@ if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * n)) end
 if state ~= 'queued' and state ~= 'connecting' and state ~= 'connected'
     and state ~= 'transfer' then
   redis.call('HSET', KEYS[1], 'state', 'queued', 'queued_at_ms', ARGV[2])
-  redis.call('ZADD', KEYS[2], 'NX', tonumber(band) * 1e13 + tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZADD', KEYS[2], 'NX', tonumber(band) * BAND_SCALE + tonumber(ARGV[2]), ARGV[1])
 end
 return {tonumber(band), redis.call('HGET', KEYS[1], 'lang'), redis.call('HGET', KEYS[1], 'tags')}
 """
@@ -274,11 +276,14 @@ def _incident_doc(raw: str) -> dict[str, Any]:
 def _incoming_script(window: int, threshold: int, default_lang: str) -> str:
     """_INCOMING with this deployment's settings written in as Lua constants."""
     tags = ", ".join(json.dumps(t) for t in METRIC_TAGS)
+    rank = ", ".join(f"{name} = {i}" for i, name in enumerate(incident.SEVERITIES, 1))
     return (f"local WINDOW, THRESHOLD, DEFAULT_LANG = {window}, {threshold}, "
             f"{json.dumps(default_lang)}\n"
             f"local CALL_TTL, RECENT_MAX, STALE_AFTER = {keys.CALL_TTL}, "
             f"{keys.RECENT_CALLS_MAX}, {STALE_AFTER}\n"
-            f"local METRIC_TAGS = {{{tags}}}\n" + _INCOMING)
+            f"local BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = {BAND_PRIORITY}, "
+            f"{BAND_AFFECTED}, {BAND_OTHER}\n"
+            f"local METRIC_TAGS, RANK = {{{tags}}}, {{{rank}}}\n" + _BAND_SCALE + _INCOMING)
 
 
 def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
