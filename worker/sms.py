@@ -252,8 +252,7 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
         fields = [x for pair in record.items() for x in pair]
         if svc.eval(_SETTLE, 4, claim, keys.sms_message(sid),
                     keys.incident_counters(incident_id), keys.metrics_sms(), value, sid,
-                    keys.SMS_TTL,
-                    *fields):
+                    keys.SMS_TTL, *fields):
             log.info("settled from twilio message_sid=%s to=%s", sid, mask(phone))
             status = str(sent.status or "")
             if status in RANK:  # the callbacks that found no record meanwhile
