@@ -8,11 +8,11 @@ Nothing here runs at import. `gunicorn.conf.py` passes `dict_config()` to gunico
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import logging.config
 import re
 import time
+from json.encoder import encode_basestring as _json  # a JSON string literal, non-ASCII kept
 from typing import IO, Any
 
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
@@ -27,19 +27,18 @@ ROUTED_TO_ROOT = ("gunicorn.error", "gunicorn.access", "rq.worker", "rq.schedule
 
 _CONTEXT_IN_MESSAGE = re.compile(r"\b(call_sid|message_sid|job_id)=([A-Za-z0-9_-]+)")
 
+# The patterns that run on every line start with the character they look for and check what
+# comes before it afterwards: a pattern that opens with a lookbehind is tried at every
+# position of the line, one that opens with a literal is found by a fast scan (3-7x cheaper).
 # +819012345678 and its form-encoded spelling %2B819012345678, not inside a longer word.
-_E164 = re.compile(r"(?:(?<![\w+%])\+|(?<![\w%])%2[Bb])([1-9]\d{6,14})(?!\d)")
-# Cheap first look for _E164 (its lookbehinds make it scan slowly): every match contains one
-# of these, and a masked number ("+81******5678") does not.
-_E164_HINT = re.compile(r"(?:\+|%2[Bb])[1-9]\d{6}")
+_E164 = re.compile(r"(?:\+(?<![\w+%]\+)|%(?<![\w%]%)2[Bb])([1-9]\d{6,14})(?!\d)")
 # Japanese national numbers: 090-1234-5678, 03 1234 5678, 09012345678, 0120-123-456.
-_JP_NATIONAL = re.compile(r"(?<![\w+-])0\d{1,4}(?:[- ]?\d{1,4}){1,2}(?![\w-])")
+_JP_NATIONAL = re.compile(r"0(?<![\w+-]0)\d{1,4}(?:[- ]?\d{1,4}){1,2}(?![\w-])")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}")
 _SECRET_PAIR = re.compile(
     r"(?i)(?<![A-Za-z0-9])([\w-]*(?:token|secret|password|passwd|api[_-]?key|pin|signature))"
     r"([\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;)}\]]+)"
 )
-_SECRET_WORDS = ("token", "secret", "password", "passwd", "api", "pin", "signature")
 # A bare 32-hex string is the shape of a Twilio auth token. SIDs (CA..., SM...) have a letter
 # prefix and are kept, and so are RQ's worker names ("Worker 6e16...", "on worker 6e16...").
 _HEX_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?<!orker )[0-9a-fA-F]{32}(?![A-Za-z0-9])")
@@ -80,17 +79,19 @@ def mask(text: str) -> str:
     """Hide phone numbers (all but the country code and the last four digits), opt-out link
     tokens and secrets."""
     lower = text.lower()  # the costly patterns run only when their keyword is there
-    text = _OPTOUT_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    if "u/" in lower or "u%2f" in lower:
+        text = _OPTOUT_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", text)
     if "bearer" in lower or "basic" in lower:
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    if any(word in lower for word in _SECRET_WORDS):
+    if ("token" in lower or "secret" in lower or "passw" in lower or "api" in lower
+            or "pin" in lower or "signature" in lower):  # _SECRET_PAIR's words
         text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     if "eyj" in lower:
         text = _JWT.sub(MASK, text)
     if "ivr_" in lower:
         text = _IVR_TOKEN.sub("ivr_" + MASK, text)
     text = _HEX_TOKEN.sub(MASK, text)
-    if _E164_HINT.search(text):
+    if "+" in text or "%2" in text:
         text = _E164.sub(_mask_e164, text)
     return _JP_NATIONAL.sub(_mask_national, text)
 
@@ -129,10 +130,12 @@ class ContextFilter(logging.Filter):
         self.jobs = jobs
 
     def filter(self, record: logging.LogRecord) -> bool:
-        found = dict(_CONTEXT_IN_MESSAGE.findall(record.getMessage()))
-        for name in CONTEXT_FIELDS:
-            if getattr(record, name, None) is None and name in found:
-                setattr(record, name, found[name])
+        message = record.getMessage()
+        if "_sid=" in message or "job_id=" in message:
+            found = dict(_CONTEXT_IN_MESSAGE.findall(message))
+            for name in CONTEXT_FIELDS:
+                if getattr(record, name, None) is None and name in found:
+                    setattr(record, name, found[name])
         if self.jobs and getattr(record, "job_id", None) is None:
             job = get_current_job()
             if job is not None:
@@ -154,24 +157,25 @@ def _timestamp(created: float) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, the context ids, exc when raised."""
+    """One JSON object per line: ts, level, logger, msg, the context ids, exc when raised.
+
+    Written field by field with json's own string encoder rather than json.dumps of a dict:
+    the same text (json.dumps' separators, non-ASCII kept) at a third of the cost, which
+    matters on the webhook path where every call logs a line.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        line = (f'{{"ts": "{_timestamp(record.created)}", "level": {_json(record.levelname)}, '
+                f'"logger": {_json(record.name)}, "msg": {_json(record.getMessage())}')
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                entry[name] = str(value)
+                line += f', "{name}": {_json(str(value))}'
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            entry["exc"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False, default=str)
+            line += f', "exc": {_json(record.exc_text)}'
+        return line + "}"
 
 
 def lean_records() -> None:

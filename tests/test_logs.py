@@ -164,6 +164,22 @@ def test_each_line_is_one_json_object_with_the_fields(
         assert line["ts"].endswith("Z") and line["ts"][10] == "T"
 
 
+def test_lines_are_the_json_that_json_dumps_writes(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """The formatter writes the object field by field; it must read back exactly, quotes,
+    control characters and Japanese included, with the Japanese left readable."""
+    buffer = logging.getLogger().handlers[0].stream
+    text = 'お客様の声: "つながらない"\n\t\\ \x00 end'
+    logging.getLogger("ivr.voice").warning("%s", text, extra={"call_sid": 'CA"x'})
+
+    (line,) = log_lines()
+    assert line["msg"] == text and line["call_sid"] == 'CA"x'
+    raw = buffer.getvalue()
+    assert "お客様の声" in raw
+    assert raw == json.dumps(line, ensure_ascii=False) + "\n"
+
+
 def test_extra_wins_over_the_message(log_lines: Callable[[], list[dict[str, Any]]]) -> None:
     logging.getLogger("ivr.test").info("call_sid=CAother", extra={"call_sid": SID})
     (line,) = log_lines()
