@@ -30,8 +30,9 @@ TRANSCRIPT_MAX = 1000
 # final status callback never came (Twilio ends calls long before), so the gauges and the
 # place in line callers hear count no ghosts, and trims calls_recent to RECENT_MAX.
 # Each redis.call costs a few µs of Redis's one thread on top of the command, and this
-# script runs for every caller: it reads only the customer fields it uses, looks up the
-# first call of the window only for a repeat, and trims and sweeps once a minute.
+# script runs for every caller: it reads only the customer fields it uses, trims the
+# number's window and looks up its first call only when the number called before, counts
+# the call's metrics in one field (its combination of tag kinds), and sweeps once a minute.
 # The settings (repeat window and threshold, default language, TTLs, METRIC_TAGS) and the
 # constants it shares with Python (bands, severity order) are written into the source by
 # _incoming_script, so each call sends only what changes and nothing is spelled twice.
@@ -49,14 +50,18 @@ if stored[1] then return {0, stored[1], stored[2], stored[3], active} end
 local epoch, phone = tonumber(ARGV[2]), ARGV[3]
 local place, first = 1, false
 if phone ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - WINDOW))
-  if redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1]) == 1 then
-    place = redis.call('ZCARD', KEYS[3])
-  else
-    place = redis.call('ZCOUNT', KEYS[3], '-inf', redis.call('ZSCORE', KEYS[3], ARGV[1]))
+  local added = redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
+  place = redis.call('ZCARD', KEYS[3])
+  if place > 1 then  -- calls before this one: drop those older than the window, then count
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - WINDOW))
+    if added == 1 then
+      place = redis.call('ZCARD', KEYS[3])
+    else
+      place = redis.call('ZCOUNT', KEYS[3], '-inf', redis.call('ZSCORE', KEYS[3], ARGV[1]))
+    end
+    if place > 1 then first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] end
   end
   redis.call('EXPIRE', KEYS[3], WINDOW)
-  if place > 1 then first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] end
 end
 if epoch - tonumber(redis.call('GET', KEYS[9]) or 0) >= 60 then
   redis.call('SET', KEYS[9], ARGV[2])
@@ -142,13 +147,12 @@ for i, id in ipairs(counted) do
   redis.call('HINCRBY', key, 'calls', 1)
   if hits[i] then redis.call('HINCRBY', key, 'affected_calls', 1) end
 end
-redis.call('HINCRBY', KEYS[7], 'all', 1)  -- metrics
-local has, kinds = {}, 0
+local has, kinds = {}, {}  -- metrics: one counter per combination of tag kinds
 for _, t in ipairs(tags) do has[t] = true end
 for _, kind in ipairs(METRIC_TAGS) do
-  if has[kind] then redis.call('HINCRBY', KEYS[7], kind, 1); kinds = kinds + 1 end
+  if has[kind] then kinds[#kinds + 1] = kind end
 end
-if kinds == 0 then redis.call('HINCRBY', KEYS[7], 'untagged', 1) end
+redis.call('HINCRBY', KEYS[7], #kinds > 0 and table.concat(kinds, ',') or 'untagged', 1)
 return {1, lang, tags_json, ids_json, active}
 """
 

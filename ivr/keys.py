@@ -233,10 +233,11 @@ def token(token_hash: str) -> str:
 
 
 def metrics_calls_by_tag() -> str:
-    """Hash: tag kind (affected, vip, repeat, priority, untagged) -> calls that carried it;
-    field 'all' counts every call once. Written by call._INCOMING (once per CallSid) and,
-    for 'priority', by the escalation script that first moves a call to the priority band.
-    No TTL (fields are bounded)."""
+    """Hash: a call's combination of tag kinds ("affected,vip", "repeat", "untagged"; kinds
+    in METRIC_TAGS order) -> calls that came in with it, counted once per CallSid by
+    call._INCOMING; field 'priority' -> calls an escalation script first moved to the
+    priority band. /metrics adds the combinations up per kind (metrics.calls_by_tag).
+    No TTL (at most 9 fields)."""
     return f"{PREFIX}:metrics:calls_by_tag"
 
 

@@ -89,6 +89,24 @@ def exposition(app: Flask, svc: Services) -> bytes:
     return generate_latest(registry)
 
 
+def calls_by_tag(fields: dict[str, str]) -> tuple[dict[str, int], int]:
+    """Calls per tag kind and calls in all, from the calls-by-tag hash.
+
+    The caller script counts each call once, under its combination of kinds ("affected,vip",
+    or "untagged"): one write per call instead of one per kind. 'priority' is counted on its
+    own, later, when an escalation first moves a call up; it is not a further call.
+    """
+    per_tag: dict[str, int] = {}
+    received = 0
+    for field, value in fields.items():
+        n = int(value)
+        if field != "priority":
+            received += n
+        for kind in field.split(","):
+            per_tag[kind] = per_tag.get(kind, 0) + n
+    return per_tag, received
+
+
 class RedisCollector:
     """The numbers every process shares, read from Redis in pipelined round trips (the jobs'
     from the queue's Redis)."""
@@ -133,11 +151,12 @@ class RedisCollector:
             "ivr_calls", "Calls received, once per CallSid under each tag kind they carried "
             "(a call counts under every kind it has; 'untagged' when it has none).",
             labels=["tag"])
-        for tag in (*METRIC_TAGS, "untagged", *sorted(set(by_tag) - set(METRIC_TAGS) -
-                                                      {"untagged", "all"})):
-            calls.add_metric([tag], int(by_tag.get(tag, 0)))
+        per_tag, all_calls = calls_by_tag(by_tag)
+        for tag in (*METRIC_TAGS, "untagged", *sorted(set(per_tag) - set(METRIC_TAGS) -
+                                                      {"untagged"})):
+            calls.add_metric([tag], per_tag.get(tag, 0))
         received = CounterMetricFamily("ivr_calls_received", "Calls received, once per CallSid.")
-        received.add_metric([], int(by_tag.get("all", 0)))
+        received.add_metric([], all_calls)
 
         ended = CounterMetricFamily(
             "ivr_escalations", "Warm transfers to an SV that ended, by ladder reason and "

@@ -111,6 +111,19 @@ def test_window_edge_a_call_older_than_24_hours_no_longer_counts(twilio_post, sv
     assert svc.redis.hget(keys.call(sid), "call_number") == "3"
 
 
+def test_a_lone_call_older_than_the_window_is_forgotten(twilio_post, svc, clock, roster):
+    # Redis's own TTL runs on real time, so under the frozen clock the number's old entry
+    # is still there and the script itself must drop it.
+    call_in(twilio_post, new_sid())
+    clock.tick(24 * 3600 + 1)
+    sid = new_sid()
+    call_in(twilio_post, sid)
+    record = svc.redis.hgetall(keys.call(sid))
+    assert record["call_number"] == "1"
+    assert record["first_call_at"] == str(int(svc.now().timestamp()))
+    assert svc.redis.zcard(keys.caller_calls(CALLER)) == 1
+
+
 def test_exactly_24_hours_still_counts(twilio_post, svc, clock, roster):
     call_in(twilio_post, new_sid())
     clock.tick(12 * 3600)
