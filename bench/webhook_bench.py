@@ -408,7 +408,9 @@ def show(name: str, r: dict[str, Any]) -> None:
     share = f"  workers {r['worker_cpu_share']}" if r.get("worker_cpu_share") else ""
     print(f"  {name:<11} {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:6.2f}  p95 {r['p95_ms']:6.2f}  "
           f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}  "
-          f"app {r.get('app_cpu_us_per_request', 0):.0f} µs/req{share}{extra}", flush=True)
+          f"cpu µs/req app {r.get('app_cpu_us_per_request', 0):.0f} "
+          f"redis {r.get('redis_cpu_us_per_request', 0):.0f} "
+          f"load {r.get('client_cpu_us_per_request', 0):.0f}{share}{extra}", flush=True)
 
 
 def main() -> None:
