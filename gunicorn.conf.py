@@ -21,6 +21,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ivr-prometheus-")
     os.environ["IVR_PROMETHEUS_TMPDIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
+from gunicorn.glogging import Logger  # noqa: E402
+
 from ivr import logs  # noqa: E402  (after the variable above, in case ivr imports prometheus)
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -39,6 +41,18 @@ logconfig_dict["loggers"]["gunicorn.access"] = {
     "handlers": [],
     "propagate": False,
 }
+
+
+class QuietAccessLogger(Logger):
+    """gunicorn's logger without the access log. With a logconfig_dict gunicorn builds every
+    request's access-log fields before the CRITICAL level drops the line: ~5 % of a worker's
+    CPU (measured with py-spy under the webhook benchmark)."""
+
+    def access(self, resp: object, req: object, environ: object, request_time: object) -> None:
+        return None
+
+
+logger_class = QuietAccessLogger
 # gunicorn >= 23 opens ~/.gunicorn/gunicorn.ctl, shared by every instance of the same user;
 # nothing here uses it (older versions ignore the setting).
 control_socket_disable = True

@@ -266,3 +266,22 @@ def test_web_processes_skip_the_job_lookup(monkeypatch: pytest.MonkeyPatch,
     assert logs.ContextFilter(jobs=False).filter(record)
     assert getattr(record, "job_id", None) is None
     assert rq.get_current_job() is None
+
+
+def test_gunicorn_builds_no_access_log_fields(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Any) -> None:
+    """The access log is off; gunicorn must not assemble each request's fields for it."""
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))  # the file sets them
+    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the access log read {name}")
+
+    logger = object.__new__(conf["logger_class"])
+    logger.access(Untouchable(), Untouchable(), {}, Untouchable())
