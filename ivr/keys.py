@@ -120,7 +120,8 @@ def sms_undeliverable() -> str:
 
 
 def sms_claim(incident_id: str, seq: int | str, phone: str) -> str:
-    """String: 'pending:<epoch>' while a send is in flight, then the Twilio MessageSid (or
+    """String: 'pending:<epoch>:<token>' while a send is in flight (renewed by its sender
+    just before each request to Twilio), then the Twilio MessageSid (or
     'failed:<code>'); guards one message per (incident, update, number). `seq` is the
     timeline entry, or a label for one-off messages ('subscribed', 'resend-<n>').
     TTL SMS_TTL."""

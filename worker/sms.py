@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import time
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -33,14 +34,31 @@ SCAN_COUNT = 1000
 ENQUEUE_CHUNK = 500
 AUTO_MESSAGE = {"ja": "引き続き対応中です。", "en": "We are still working on it."}
 
-# Replace a stale 'pending:…' claim only if nobody else replaced it first.
-# KEYS: claim; ARGV: expected value, new value, ttl
-_TAKE_OVER = """
+# Replace a claim only if it still holds what this worker last saw: taking over a stale
+# 'pending:…' claim, and a sender renewing its own just before it sends (so a sender held up
+# longer than settle_after_seconds, in the rate limiter or retries, sends nothing once
+# another worker has taken its claim over). KEYS: claim; ARGV: expected value, new value, ttl
+_SWAP = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
 end
 return 0
+"""
+
+# Record a message Twilio took: the claim takes its SID, and the record and the sms_sent
+# count appear, unless another worker already settled this very message from Twilio's
+# record while its sender was held up (the claim then holds this SID, and the record may
+# already carry a later status). KEYS: claim, message record, incident counters, metrics
+# sms. ARGV: SID, ttl, then the record's field/value pairs. Returns 1 when it recorded.
+_RECORD_SENT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
+redis.call('HINCRBY', KEYS[4], 'sent', 1)
+return 1
 """
 
 # Settle a stale 'pending:…' claim with the message Twilio has: the claim takes its SID and,
@@ -222,27 +240,34 @@ def _claim_and_send(svc: Services, incident_id: str, seq: int | str, phone: str,
     """Send `body` unless this (incident, update, number) is already sent or being sent:
     'skipped', or what _send says."""
     claim = keys.sms_claim(incident_id, seq, phone)
-    if not _claim(svc, incident_id, seq, phone, body, claim):
+    held = _claim(svc, incident_id, seq, phone, body, claim)
+    if held is None:
         return "skipped"
-    return _send(svc, incident_id, seq, phone, body, claim, rate)
+    return _send(svc, incident_id, seq, phone, body, claim, held, rate)
+
+
+def _pending(svc: Services) -> str:
+    """A claim value of this sender's own: when it was taken, and a token no other sender
+    taking a claim in the same second has."""
+    return f"pending:{int(svc.now().timestamp())}:{secrets.token_hex(4)}"
 
 
 def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
-           claim: str) -> bool:
-    """Take the send for this (incident, update, number), whose claim key is `claim`. A stale
-    'pending' left by a dead worker is settled from Twilio's record: if Twilio has the
+           claim: str) -> str | None:
+    """Take the send for this (incident, update, number), whose claim key is `claim`, and
+    return the claim value now held (None: not this worker's to send). A stale 'pending'
+    left by a dead or held-up worker is settled from Twilio's record: if Twilio has the
     message, it is recorded (claim, message record, sms_sent) as if its sender had lived, its
     status as if Twilio's callback had found the record, and it is not sent again."""
-    now = int(svc.now().timestamp())
-    mine = f"pending:{now}"
+    mine = _pending(svc)
     if svc.redis.set(claim, mine, nx=True, ex=keys.SMS_TTL):
-        return True
+        return mine
     value = cast("str | None", svc.redis.get(claim)) or ""
     if not value.startswith("pending:"):
-        return False
-    since = int(value.split(":", 1)[1])
-    if now - since < int(svc.flows.sms["settle_after_seconds"]):
-        return False  # another worker is sending it right now
+        return None
+    since = int(value.split(":")[1])
+    if int(svc.now().timestamp()) - since < int(svc.flows.sms["settle_after_seconds"]):
+        return None  # another worker is sending it right now
     sent = _find_sent(svc, phone, body, since)
     if sent is not None:
         sid = str(sent.sid)
@@ -258,8 +283,8 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
             if status in RANK:  # the callbacks that found no record meanwhile
                 code = int(sent.error_code) if sent.error_code else None
                 record_status(svc, StatusCallback(sid, status, code, phone))
-        return False
-    return bool(svc.eval(_TAKE_OVER, 1, claim, value, mine, keys.SMS_TTL))
+        return None
+    return mine if svc.eval(_SWAP, 1, claim, value, mine, keys.SMS_TTL) else None
 
 
 def _find_sent(svc: Services, phone: str, body: str, since: int) -> Any | None:
@@ -273,10 +298,20 @@ def _find_sent(svc: Services, phone: str, body: str, since: int) -> Any | None:
 
 
 def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
-          claim: str, rate: SegmentRate) -> str:
+          claim: str, held: str, rate: SegmentRate) -> str:
+    """Send under the claim value `held`. Before each request to Twilio the claim is renewed
+    (only if it is still `held`): its age then counts from the send, and the HTTP timeout
+    (5 s) stays far inside settle_after_seconds (at least 15), so no other worker can take
+    over a claim whose message is on its way. A sender that lost its claim sends nothing."""
     count = segments(body).count
     for attempt in range(3):
         rate.acquire(count)
+        renewed = _pending(svc)
+        if not svc.eval(_SWAP, 1, claim, held, renewed, keys.SMS_TTL):
+            log.warning("sms claim taken over while held up, not sent incident=%s to=%s",
+                        incident_id, mask(phone))
+            return "skipped"
+        held = renewed
         try:
             message = svc.twilio.messages.create(
                 to=phone, body=body, status_callback=public_url(svc.config, "/sms/status"),
@@ -295,16 +330,14 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
                         incident_id, mask(phone))
             raise
     sid = str(message.sid)
-    pipe = svc.redis.pipeline(transaction=True)
-    pipe.set(claim, sid, ex=keys.SMS_TTL)
-    pipe.hset(keys.sms_message(sid), mapping={
-        "incident_id": incident_id, "seq": str(seq), "to": phone,
-        "status": str(message.status or "queued"), "segments": str(count),
-        "created_at": svc.now().isoformat()})
-    pipe.expire(keys.sms_message(sid), keys.SMS_TTL)
-    pipe.hincrby(keys.incident_counters(incident_id), "sms_sent", 1)
-    pipe.hincrby(keys.metrics_sms(), "sent", 1)
-    pipe.execute()
+    record = {"incident_id": incident_id, "seq": str(seq), "to": phone,
+              "status": str(message.status or "queued"), "segments": str(count),
+              "created_at": svc.now().isoformat()}
+    fields = [x for pair in record.items() for x in pair]
+    if not svc.eval(_RECORD_SENT, 4, claim, keys.sms_message(sid),
+                    keys.incident_counters(incident_id), keys.metrics_sms(), sid, keys.SMS_TTL,
+                    *fields):
+        log.info("sms already settled from twilio message_sid=%s to=%s", sid, mask(phone))
     return "sent"
 
 

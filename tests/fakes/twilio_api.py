@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,6 +38,8 @@ class FakeTwilio:
     `delay` makes each request take that long before it is recorded. Clearing `gate` holds
     every request that arrives after it (counted in `held`) until it is set again, and only
     then records and answers it: a client that dies meanwhile leaves a request Twilio took.
+    `on_message`, when set, runs with each message Twilio took, before the sender hears back:
+    a sender held up right after Twilio accepted its message.
     """
 
     requests: list[Recorded] = field(default_factory=list)
@@ -46,6 +49,7 @@ class FakeTwilio:
     url: str = ""
     gate: threading.Event = field(default_factory=threading.Event)
     held: int = 0
+    on_message: Callable[[dict[str, Any]], None] | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,6 +73,7 @@ class FakeTwilio:
             self.fail_next.clear()
             self.messages.clear()
             self.delay = 0.0
+            self.on_message = None
         self.gate.set()
 
     def sent_to(self) -> dict[str, int]:
@@ -112,6 +117,8 @@ class FakeTwilio:
                           date_created=formatdate(usegmt=True))
             with self._lock:
                 self.messages.append(answer)
+            if self.on_message is not None:
+                self.on_message(answer)
         elif req.path.endswith("/Messages.json"):
             to = req.args.get("To")
             with self._lock:

@@ -128,6 +128,62 @@ def test_a_stale_claim_with_nothing_at_twilio_is_sent_once(admin, customers, svc
     assert svc.redis.get(claim).startswith("SM")
 
 
+class HeldUpRate:
+    """A rate limiter that keeps the first sender waiting while `meanwhile` runs."""
+
+    def __init__(self, meanwhile) -> None:
+        self.meanwhile = meanwhile
+
+    def acquire(self, count: int) -> float:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return 0.0
+
+
+def test_a_sender_held_up_past_the_settle_time_sends_nothing_once_its_claim_is_taken(
+        admin, customers, svc, fake_twilio, clock):
+    from worker import sms
+
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected", notify=False)
+
+    def another_worker() -> None:
+        clock.tick(61)  # the claim now looks abandoned, and Twilio has nothing
+        assert sms._claim_and_send(svc, inc["id"], 0, JA, "本文", sms._rate(svc)) == "sent"
+
+    assert sms._claim_and_send(svc, inc["id"], 0, JA, "本文", HeldUpRate(another_worker)) \
+        == "skipped"
+    assert fake_twilio.sent_to() == {JA: 1}
+    assert svc.redis.hget(keys.incident_counters(inc["id"]), "sms_sent") == "1"
+
+
+def test_a_message_settled_while_its_sender_waited_for_twilio_is_counted_once(
+        admin, customers, svc, fake_twilio, clock):
+    from ivr.delivery import StatusCallback, record_status
+    from worker import sms
+
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected", notify=False)
+    claim = keys.sms_claim(inc["id"], 0, JA)
+
+    def another_worker(message) -> None:
+        # Twilio took the message; its sender has not heard back yet
+        fake_twilio.on_message = None
+        clock.tick(61)
+        assert sms._claim_and_send(svc, inc["id"], 0, JA, "本文", sms._rate(svc)) == "skipped"
+        assert svc.redis.get(claim) == message["sid"]  # settled from Twilio's record
+        record_status(svc, StatusCallback(message["sid"], "delivered", None, JA))
+
+    fake_twilio.on_message = another_worker
+    assert sms._claim_and_send(svc, inc["id"], 0, JA, "本文", sms._rate(svc)) == "sent"
+
+    (message,) = fake_twilio.messages
+    assert svc.redis.get(claim) == message["sid"]
+    assert svc.redis.hget(keys.sms_message(message["sid"]), "status") == "delivered"
+    counters = svc.redis.hgetall(keys.incident_counters(inc["id"]))
+    assert (counters["sms_sent"], counters["sms_delivered"]) == ("1", "1")
+    assert svc.redis.hget(keys.metrics_sms(), "sent") == "1"
+
+
 @pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
 def test_transient_errors_are_retried(admin, customers, svc, fake_twilio, run_jobs, status, code):
     fake_twilio.fail_next.append((status, code))
