@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ivr import create_app, keys
 from ivr.services import build_services
 from tests.conftest import free_port, make_config
-from tests.voice.helpers import add_customer, declare, new_sid, repeat_caller, ring
+from tests.voice.helpers import add_customer, declare, new_sid, put_roster, repeat_caller, ring
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLER = "+819012345678"
@@ -65,13 +65,8 @@ def call_in(twilio_post: Any, sid: str, phone: str = CALLER) -> Any:
 
 @pytest.fixture
 def roster(admin: Any) -> None:
-    response = admin.put("/api/supervisors", json=[
-        {"name": "伊藤主任", "phone": SV_GENERAL_2, "skills": ["general"], "level": 2,
-         "on_call": True, "order": 1},
-        {"name": "高橋SV", "phone": SV_GENERAL_3, "skills": ["general"], "level": 3,
-         "on_call": True, "order": 2},
-    ])
-    assert response.status_code == 200, response.get_json()
+    put_roster(admin, ("伊藤主任", SV_GENERAL_2, "general", 2),
+               ("高橋SV", SV_GENERAL_3, "general", 3))
 
 
 def test_calls_are_counted_once_per_call_under_each_tag_kind(admin, twilio_post, client, svc,

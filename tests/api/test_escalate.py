@@ -8,7 +8,7 @@ import pytest
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml
-from tests.voice.helpers import add_customer, new_sid, verbs
+from tests.voice.helpers import add_customer, new_sid, put_roster, verbs
 
 CALLER = "+819012345678"
 BILLING = "+819011110003"
@@ -17,12 +17,7 @@ GENERAL = "+819011110002"
 
 @pytest.fixture
 def roster(admin) -> None:
-    assert admin.put("/api/supervisors", json=[
-        {"name": "伊藤主任", "phone": GENERAL, "skills": ["general"], "level": 2,
-         "on_call": True, "order": 1},
-        {"name": "渡辺課長", "phone": BILLING, "skills": ["billing"], "level": 3,
-         "on_call": True, "order": 2},
-    ]).status_code == 200
+    put_roster(admin, ("伊藤主任", GENERAL, "general", 2), ("渡辺課長", BILLING, "billing", 3))
 
 
 def waiting_caller(twilio_post, svc) -> str:

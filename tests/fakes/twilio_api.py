@@ -11,9 +11,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 

@@ -38,6 +38,14 @@ def add_customer(svc: Any, phone: str, **fields: Any) -> None:
     svc.redis.hset(keys.customer(phone), mapping=Customer(**data).to_hash())
 
 
+def put_roster(admin: Any, *people: tuple[str, str, str, int]) -> None:
+    """Put the on-call roster, (name, phone, skill, level) each, rung in this order."""
+    response = admin.put("/api/supervisors", json=[
+        {"name": name, "phone": phone, "skills": [skill], "level": level, "on_call": True,
+         "order": order} for order, (name, phone, skill, level) in enumerate(people, 1)])
+    assert response.status_code == 200, response.get_json()
+
+
 def says(root: Any) -> list[str]:
     return [el.text or "" for el in root.iter("Say")]
 

@@ -13,7 +13,15 @@ from rq.scheduler import RQScheduler
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml, sign
-from tests.voice.helpers import add_customer, declare, new_sid, repeat_caller, ring, verbs
+from tests.voice.helpers import (
+    add_customer,
+    declare,
+    new_sid,
+    put_roster,
+    repeat_caller,
+    ring,
+    verbs,
+)
 
 CALLER = "+819012345678"
 SV_GENERAL_3 = "+819011110001"
@@ -24,15 +32,8 @@ HOLD = "https://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
 
 @pytest.fixture
 def roster(admin) -> None:
-    response = admin.put("/api/supervisors", json=[
-        {"name": "高橋SV", "phone": SV_GENERAL_3, "skills": ["general"], "level": 3,
-         "on_call": True, "order": 1},
-        {"name": "伊藤主任", "phone": SV_GENERAL_2, "skills": ["general"], "level": 2,
-         "on_call": True, "order": 2},
-        {"name": "渡辺課長", "phone": SV_BILLING_3, "skills": ["billing"], "level": 3,
-         "on_call": True, "order": 3},
-    ])
-    assert response.status_code == 200, response.get_json()
+    put_roster(admin, ("高橋SV", SV_GENERAL_3, "general", 3),
+               ("伊藤主任", SV_GENERAL_2, "general", 2), ("渡辺課長", SV_BILLING_3, "billing", 3))
 
 
 def release_due_jobs(svc) -> None:

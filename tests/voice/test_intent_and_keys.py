@@ -7,7 +7,7 @@ import pytest
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml
-from tests.voice.helpers import add_customer, declare, new_sid, verbs
+from tests.voice.helpers import add_customer, declare, new_sid, put_roster, verbs
 
 CALLER = "+819012345678"
 SV = "+819011110001"
@@ -16,12 +16,7 @@ BILLING = "+819011110003"
 
 @pytest.fixture
 def roster(admin) -> None:
-    assert admin.put("/api/supervisors", json=[
-        {"name": "高橋SV", "phone": SV, "skills": ["general"], "level": 3, "on_call": True,
-         "order": 1},
-        {"name": "渡辺課長", "phone": BILLING, "skills": ["billing"], "level": 3,
-         "on_call": True, "order": 2},
-    ]).status_code == 200
+    put_roster(admin, ("高橋SV", SV, "general", 3), ("渡辺課長", BILLING, "billing", 3))
 
 
 def start_call(twilio_post, phone=CALLER) -> str:
