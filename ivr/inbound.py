@@ -142,7 +142,6 @@ def _readable(phone: str | None, lang: str) -> str:
     return phonenumbers.format_number(number, style)
 
 
-
 def concerning(svc: Services, phone: str, found: Customer | None) -> list[dict[str, Any]]:
     """Active incidents announced to this number (affected, or audience `all`), most severe
     and then oldest first, as every caller hears them."""

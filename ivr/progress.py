@@ -27,7 +27,6 @@ TEMPLATES = {"declared": "sms_first_report", "update": "sms_update", "auto": "sm
 SAMPLE_OPTOUT = "/u/" + "x" * 26  # the longest opt-out link path a message can carry
 
 
-
 def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: str,
              optout_url: str) -> str:
     """The message for one timeline entry in one language: confirmed facts, 現在確認中です for

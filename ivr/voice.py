@@ -33,7 +33,6 @@ RESERVATION = re.compile(r"^WR[0-9a-fA-F]{32}$")
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 
 
-
 def speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> None:
     """Say prompt `name` in `lang` with that language's voice."""
     say(target, svc.prompts.render(name, lang, **ctx), svc.flows.voice(lang))

@@ -32,7 +32,6 @@ def _target() -> tuple[str, int] | None:
     return sid, int(attempt)
 
 
-
 def _sv_lang(record: dict[str, Any], attempt: int) -> str:
     people = escalation.candidates_of(record)
     return people[attempt].lang if attempt < len(people) else "ja"

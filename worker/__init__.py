@@ -45,7 +45,6 @@ def worker_services() -> Services:
     return build_services(worker_settings(), redis_timeout=WORKER_REDIS_TIMEOUT)
 
 
-
 class Worker(HerokuWorker):  # type: ignore[misc]
     """HerokuWorker (clean SIGTERM) that builds Services once, before it forks a work horse
     per job, so no job pays for loading flows/ and prompts/ and opening clients again."""

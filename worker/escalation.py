@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 SV_LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
-
 def dial_supervisor(call_sid: str, attempt: int) -> str | None:
     """Ring the SV for `attempt` once, or finish the ladder when nobody is left."""
     svc = worker_services()

@@ -78,7 +78,6 @@ return 1
 """
 
 
-
 def _entry(doc: dict[str, Any], seq: int) -> dict[str, Any] | None:
     return next((e for e in doc["timeline"]
                  if e.get("seq") == seq and e["kind"] in progress.TEMPLATES), None)
