@@ -144,6 +144,34 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
+def ratio_verdict(ratio: float) -> str:
+    """The throughput target: 0.9x the minimal view, never below 0.8x."""
+    if ratio >= 0.9:
+        return "met"
+    return "NOT met (above the 0.8 floor)" if ratio >= 0.8 else "NOT met"
+
+
+def rate_verdict(worst: float, ideal: list[float]) -> str:
+    """Within 5 % of the limit; where the messages' own rule caps the rate lower (an ideal
+    limiter measured on the same messages), against that ceiling."""
+    if worst >= 0.95:
+        return "met"
+    if ideal and min(ideal) >= 0.95:
+        return "NOT met where the rule's own ceiling is lower; met against it"
+    return "NOT met"
+
+
+def kept_storm_row(kept: str | None) -> list[str] | None:
+    """The targets-table row of a storm section kept from an earlier run (bench/run without
+    --storm), read from its opening line."""
+    found = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d) UTC.*?\*\*(.+?)\*\*", kept or "")
+    if not found:
+        return None
+    ok = found.group(2) == "every check passed"
+    return [f"incident storm (kept from the run of {found.group(1)} UTC)", "every check passes",
+            found.group(2), verdict(ok)]
+
+
 def parse_intent(text: str) -> float | None:
     found = re.search(r"best round:\s+([\d,]+) utterances/s", text)
     return float(found.group(1).replace(",", "")) if found else None
@@ -186,8 +214,7 @@ def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[s
                       f"{r:.2f}× median of {len(comp['static']['rounds_rps'])} rounds (all "
                       f"rounds: {comp['incoming']['rps']:.0f} vs {comp['minimal']['rps']:.0f} "
                       f"req/s = {ratios['incoming/minimal']:.2f}×)",
-                      "met" if r >= 0.9 else ("NOT met (above the 0.8 floor)" if r >= 0.8
-                                              else "NOT met")])
+                      ratio_verdict(r)])
         table.append(["/voice/incoming throughput vs static TwiML", "(reference)",
                       f"{ratios['incoming/static']:.2f}× (static "
                       f"{comp['static']['rps']:.0f} req/s)", ""])
@@ -234,9 +261,7 @@ def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[s
             shown += (f"; {min(ideal):.1%} – {max(ideal):.1%} of what an ideal limiter grants "
                       "the same messages under the same rule (see SMS send rate)")
         table.append(["SMS send rate, 1/2/4 workers", "within 5 % of IVR_SMS_MPS", shown,
-                      verdict(worst["share"] >= 0.95) if not ideal or worst["share"] >= 0.95
-                      else "NOT met where the rule's own ceiling is lower; met against it"
-                      if min(ideal) >= 0.95 else "NOT met"])
+                      rate_verdict(worst["share"], ideal)])
         if any("mps" in x for x in rates):
             table.append(["SMS segments in any 1 s", "never above the limit",
                           f"max {max(x['max_1s'] for x in rates)} "
@@ -253,6 +278,8 @@ def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[s
                       "every check passes", f"{passed} of {len(storm['checks'])} checks "
                       f"({storm['figures']['calls_per_second']} calls/s)",
                       verdict(passed == len(storm["checks"]))])
+    elif (kept := kept_storm_row(info.get("kept_storm"))) is not None:
+        table.append(kept)
     mem = steps["memory"].result
     if mem:
         table.append(["Redis memory per 100,000 customers", "(measured)",
@@ -464,11 +491,12 @@ def main() -> None:
             step.run(env)
     seconds = time.monotonic() - begun
     info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    # the storm's section (written by bench/storm.py, this run or an earlier one) stays
+    kept = kept_section(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else None
+    info["kept_storm"] = kept
     table, text = summarise(steps, info)
     print("\n== summary\n" + text)
     if not args.no_write:
-        # the storm's section (written by bench/storm.py, this run or an earlier one) stays
-        kept = kept_section(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else None
         text = markdown(steps, info, table, command, started, seconds) + "\n"
         RESULTS.write_text(text + (f"\n{kept}\n" if kept else ""), encoding="utf-8")
         print(f"\nwrote {RESULTS.relative_to(ROOT)} ({seconds:.0f} s in all)")
