@@ -329,8 +329,9 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                 "all), three SVs on call. The targets take turns, "
                 f"{len(comp['static']['rounds_rps'])} rounds each.", "",
                 "| view | req/s | per round | p50 ms | p95 ms | p99 ms | max ms | errors | "
-                "app CPU µs/req | Redis CPU µs/req | busiest worker's CPU share per round |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "app CPU µs/req | Redis CPU µs/req | load generator CPU µs/req | "
+                "busiest worker's CPU share per round |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, path in (("static", "/bench/static"), ("minimal", "/bench/minimal"),
                            ("incoming", "/voice/incoming")):
             r = comp[name]
@@ -339,6 +340,7 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                        f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
                        f"{r['max_ms']:.1f} | {r['errors']} | {r['app_cpu_us_per_request']:.0f}"
                        f" | {r['redis_cpu_us_per_request']:.0f} | "
+                       f"{r['client_cpu_us_per_request']:.0f} | "
                        f"{' / '.join(str(x) for x in r.get('busiest_worker_share', []))} |")
         ratios = comp["ratios"]
         counters = comp["incoming"].get("incident_counters", {})
@@ -349,9 +351,12 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                 f"{ratios['incoming/minimal']} over all rounds together, "
                 f"incoming/static {ratios['incoming/static']}, minimal/static "
                 f"{ratios['minimal/static']}; by the workers' CPU per request, incoming/minimal "
-                f"{ratios.get('incoming/minimal by app CPU')}. App CPU is the gunicorn "
+                f"{ratios.get('incoming/minimal by app CPU')}, and by all the CPU the "
+                "machine spent per request (workers, Redis and the load generator, which "
+                f"share its CPUs) {ratios.get('incoming/minimal by all CPU')}: the "
+                "throughput ratio a CPU-bound run would show. App CPU is the gunicorn "
                 "workers' user+system time per request sent (from /proc), Redis CPU from INFO "
-                "cpu.",
+                "cpu, the load generator's from its own process.",
                 f"Calls stored during the incoming runs: {counters.get('calls', '?')}, of "
                 f"which affected {counters.get('affected_calls', '?')}, escalated "
                 f"{counters.get('escalations', '?')}. The load generator used "
