@@ -54,10 +54,14 @@ if phone ~= '' then
   place = redis.call('ZCARD', KEYS[3])
   if place > 1 then  -- calls before this one: drop those older than the window, then count
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - WINDOW))
-    if added == 1 then
-      place = redis.call('ZCARD', KEYS[3])
+    local score = added == 0 and redis.call('ZSCORE', KEYS[3], ARGV[1])
+    if added == 0 and not score then  -- its own entry (record lost) fell out of the window
+      redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+    end
+    if score then
+      place = redis.call('ZCOUNT', KEYS[3], '-inf', score)
     else
-      place = redis.call('ZCOUNT', KEYS[3], '-inf', redis.call('ZSCORE', KEYS[3], ARGV[1]))
+      place = redis.call('ZCARD', KEYS[3])
     end
     if place > 1 then first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] end
   end
@@ -301,7 +305,7 @@ def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
     created, lang, tags, ids, active = svc.script(source)(
         keys=[keys.customer(phone or ""), keys.incidents_active(),
               keys.caller_calls(phone or ""), keys.call(call.call_sid),
-              keys.calls_recent(), keys.calls_active(), keys.metrics_calls_by_tag(),
+              keys.calls_recent(), keys.calls_active(), keys.metrics_calls_by_kinds(),
               keys.waiting(), keys.calls_swept()],
         args=[call.call_sid, int(now.timestamp()), phone or "", call.to, now.isoformat()])
     docs = dict(zip(active[::2], active[1::2], strict=True))

@@ -209,7 +209,7 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     flat = [x for pair in fields.items() for x in pair]
     started = svc.eval(_START, 5, keys.call(call_sid),
                        keys.escalations_raised_by(raised_by or "-"),
-                       keys.metrics_escalations(), keys.metrics_calls_by_tag(), keys.waiting(),
+                       keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting(),
                        int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
     was_started, state = started
     if not was_started:
@@ -253,7 +253,7 @@ def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str)
     """Set escalation fields only while the state is one of `states`."""
     flat = [x for pair in fields.items() for x in pair]
     return bool(svc.eval(_SET_IF, 3, keys.call(call_sid), keys.metrics_escalations(),
-                         keys.metrics_calls_by_tag(), len(states), *states, *flat))
+                         keys.metrics_calls_by_kinds(), len(states), *states, *flat))
 
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:

@@ -233,13 +233,14 @@ def token(token_hash: str) -> str:
 # never ids. The numbers only grow; Prometheus takes rates.
 
 
-def metrics_calls_by_tag() -> str:
+def metrics_calls_by_kinds() -> str:
     """Hash: a call's combination of tag kinds ("affected,vip", "repeat", "untagged"; kinds
     in METRIC_TAGS order) -> calls that came in with it, counted once per CallSid by
     call._INCOMING; field 'priority' -> calls an escalation script first moved to the
     priority band. /metrics adds the combinations up per kind (metrics.calls_by_tag).
-    No TTL (at most 9 fields)."""
-    return f"{PREFIX}:metrics:calls_by_tag"
+    It replaces `calls_by_tag` (one field per kind): under a new name, Prometheus sees a
+    counter reset rather than old and new counts added together. No TTL (at most 9 fields)."""
+    return f"{PREFIX}:metrics:calls_by_kinds"
 
 
 def metrics_sms() -> str:
@@ -271,4 +272,4 @@ ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_aud
        escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,
        agent_assignment, token,
        supervisor_roster,
-       metrics_calls_by_tag, metrics_sms, metrics_escalations, metrics_escalation_attempts)
+       metrics_calls_by_kinds, metrics_sms, metrics_escalations, metrics_escalation_attempts)

@@ -131,7 +131,7 @@ class RedisCollector:
         svc = self.svc
         queues = (svc.queue, svc.sms_queue)
         pipe = svc.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.metrics_calls_by_tag())
+        pipe.hgetall(keys.metrics_calls_by_kinds())
         pipe.hgetall(keys.metrics_escalations())
         pipe.hgetall(keys.metrics_escalation_attempts())
         pipe.hgetall(keys.metrics_sms())

@@ -87,7 +87,7 @@ def test_calls_are_counted_once_per_call_under_each_tag_kind(admin, twilio_post,
     assert value(samples, "ivr_active_incidents") == 1
     assert value(samples, "ivr_redis_up") == 1
     # one field per call, its combination of kinds: one write per call
-    assert svc.redis.hgetall(keys.metrics_calls_by_tag()) == {"affected,vip": "1",
+    assert svc.redis.hgetall(keys.metrics_calls_by_kinds()) == {"affected,vip": "1",
                                                                "untagged": "1"}
     assert not [k for k in samples if "incident" in dict(k[1]).get("tag", "")]
 
@@ -322,3 +322,12 @@ def test_gunicorn_workers_report_one_histogram(config, svc, tmp_path):
         proc.wait(20)
     assert proc.returncode == 0, log_path.read_text()
     assert not list(tmp_path.glob("ivr-prometheus-*"))
+
+
+def test_calls_by_tag_adds_the_combinations_up_and_counts_priority_apart():
+    from ivr.metrics import calls_by_tag
+
+    per_tag, received = calls_by_tag({"affected,vip": "2", "affected,repeat": "1",
+                                      "repeat": "1", "untagged": "3", "priority": "4"})
+    assert per_tag == {"affected": 3, "vip": 2, "repeat": 2, "untagged": 3, "priority": 4}
+    assert received == 7  # a move to the priority band is not a further call

@@ -125,6 +125,14 @@ def test_a_lone_call_older_than_the_window_is_forgotten(twilio_post, svc, clock,
     assert svc.redis.zcard(keys.caller_calls(CALLER)) == 1
 
 
+def test_a_call_whose_record_is_gone_and_whose_entry_left_the_window_counts_anew(
+        twilio_post, svc, clock, roster):
+    sid, now = new_sid(), int(svc.now().timestamp())
+    svc.redis.zadd(keys.caller_calls(CALLER), {sid: now - 25 * 3600, "CA" + "e" * 32: now - 60})
+    assert verbs(call_in(twilio_post, sid))[-2:] == ["Gather", "Redirect"]  # not the apology
+    assert svc.redis.hget(keys.call(sid), "call_number") == "2"
+
+
 def test_exactly_24_hours_still_counts(twilio_post, svc, clock, roster):
     call_in(twilio_post, new_sid())
     clock.tick(12 * 3600)
