@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from ivr import incident, keys
 from ivr.phone import caller_id, is_mobile
-from ivr.services import Services
+from ivr.services import Services, field_args
 
 BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
 BAND_SCALE = 10**13
@@ -331,9 +331,8 @@ def enqueue(svc: Services, call_sid: str, said: Mapping[str, str] | None = None
     """Join the service's waiting line (once); None when the call has no record."""
     now_ms = int(svc.now().timestamp() * 1000)
     fields = {k: v for k, v in (said or {}).items() if v}
-    flat = [x for pair in fields.items() for x in pair]
     found = svc.eval(_ENQUEUE, 2, keys.call(call_sid), keys.waiting(), call_sid, now_ms,
-                     len(fields), *flat)
+                     len(fields), *field_args(fields))
     if not found:
         return None
     band, lang, tags = found
@@ -351,9 +350,8 @@ def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bo
     fields = {"status": status[:32], "ended_at": svc.now().isoformat()}
     if duration and duration.isdigit():
         fields["duration"] = duration
-    flat = [x for pair in fields.items() for x in pair]
     done = svc.eval(_CLOSE, 4, keys.call(call_sid), keys.calls_active(), keys.waiting(),
-                    keys.metrics_escalations(), call_sid, len(fields), *flat)
+                    keys.metrics_escalations(), call_sid, len(fields), *field_args(fields))
     return bool(done)
 
 
@@ -395,8 +393,7 @@ def list_calls(svc: Services, *, active: bool, tag: str | None, limit: int,
 
 def mark(svc: Services, call_sid: str, **fields: str) -> bool:
     """Set fields on an existing call record; never creates one for an unknown CallSid."""
-    flat = [x for pair in fields.items() for x in pair]
-    return bool(svc.eval(_MARK, 1, keys.call(call_sid), *flat))
+    return bool(svc.eval(_MARK, 1, keys.call(call_sid), *field_args(fields)))
 
 
 @dataclass(frozen=True)

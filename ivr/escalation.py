@@ -18,7 +18,7 @@ from typing import Any
 from rq.exceptions import DuplicateJobError
 
 from ivr import call, keys, supervisor
-from ivr.services import Services
+from ivr.services import Services, field_args
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +206,11 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
         fields["state"] = "transfer"
     if not people:
         fields["band"] = str(call.BAND_PRIORITY)
-    flat = [x for pair in fields.items() for x in pair]
     started = svc.eval(_START, 5, keys.call(call_sid),
                        keys.escalations_raised_by(raised_by or "-"),
                        keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting(),
-                       int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields), *flat)
+                       int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields),
+                       *field_args(fields))
     was_started, state = started
     if not was_started:
         return str(state)
@@ -251,9 +251,8 @@ def accept(svc: Services, call_sid: str, attempt: int) -> bool:
 
 def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str) -> bool:
     """Set escalation fields only while the state is one of `states`."""
-    flat = [x for pair in fields.items() for x in pair]
     return bool(svc.eval(_SET_IF, 3, keys.call(call_sid), keys.metrics_escalations(),
-                         keys.metrics_calls_by_kinds(), len(states), *states, *flat))
+                         keys.metrics_calls_by_kinds(), len(states), *states, *field_args(fields)))
 
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:

@@ -97,6 +97,11 @@ class Services:
         return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.tz)
 
 
+def field_args(fields: Mapping[str, Any]) -> list[Any]:
+    """A mapping as the field, value, field, value... arguments HSET takes inside a script."""
+    return [x for pair in fields.items() for x in pair]
+
+
 def redis_client(url: str, *, timeout: float, decode: bool) -> redis.Redis:
     """A client that fails fast: one short try, so a webhook can still answer with Redis down."""
     return redis.Redis.from_url(

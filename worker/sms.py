@@ -22,7 +22,7 @@ from ivr.optout import opt_out, optout_url
 from ivr.phone import mask
 from ivr.ratelimit import SegmentRate
 from ivr.segments import segments
-from ivr.services import Services
+from ivr.services import Services, field_args
 from ivr.urls import public_url
 from worker import retryable, worker_services
 
@@ -46,34 +46,53 @@ end
 return 0
 """
 
-# Record a message Twilio took: the claim takes its SID, and the record and the sms_sent
-# count appear, unless another worker already settled this very message from Twilio's
-# record while its sender was held up (the claim then holds this SID, and the record may
-# already carry a later status). KEYS: claim, message record, incident counters, metrics
-# sms. ARGV: SID, ttl, then the record's field/value pairs. Returns 1 when it recorded.
-_RECORD_SENT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
-redis.call('HINCRBY', KEYS[4], 'sent', 1)
-return 1
-"""
-
-# Settle a stale 'pending:…' claim with the message Twilio has: the claim takes its SID and,
-# once per message, the record and the sms_sent count the dead sender never wrote appear.
-# KEYS: claim, message record, incident counters, metrics sms. ARGV: expected claim, SID,
-# ttl, then the record's field/value pairs. Returns 1 when this call settled it.
-_SETTLE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-if redis.call('EXISTS', KEYS[2]) == 0 then
+# What recording one message Twilio took writes, for the two scripts below: its record and
+# the sms_sent counts. KEYS[2..4]: message record, incident counters, metrics sms; ARGV[3]:
+# ttl; ARGV[4..]: the record's field/value pairs.
+_WRITE_RECORD = """
+local function write_record()
   redis.call('HSET', KEYS[2], unpack(ARGV, 4))
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
   redis.call('HINCRBY', KEYS[4], 'sent', 1)
 end
+"""
+
+# Record a message its sender sent: the claim takes its SID and the record and counts
+# appear, unless another worker already settled this very message from Twilio's record
+# while its sender was held up (the claim then holds this SID, and the record may already
+# carry a later status). KEYS: claim, message record, incident counters, metrics sms. ARGV:
+# the claim value the sender held, SID, ttl, the record's field/value pairs. Returns 0 when
+# already settled, 1 when recorded, 2 when recorded over a claim another worker had taken.
+_RECORD_SENT = _WRITE_RECORD + """
+local claim = redis.call('GET', KEYS[1])
+if claim == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+write_record()
+if claim ~= ARGV[1] then return 2 end
+return 1
+"""
+
+# Settle a stale 'pending:…' claim with the message Twilio has: the claim takes its SID and,
+# once per message, the record and the sms_sent count its sender never wrote appear.
+# KEYS and ARGV as _RECORD_SENT's, ARGV[1] the stale claim. Returns 1 when this call settled it.
+_SETTLE = _WRITE_RECORD + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 0 then write_record() end
+return 1
+"""
+
+# Let go of a claim this sender still holds: deleted (Twilio took nothing; a retry or a
+# resumed fan-out may send) or marked failed:<code> and counted (refused for this number).
+# A claim another worker has taken meanwhile is left alone. KEYS: claim, incident counters,
+# metrics sms; ARGV: the claim value held, '' to delete or the failed value, ttl.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'sms_failed', 1)
+redis.call('HINCRBY', KEYS[3], 'failed', 1)
 return 1
 """
 
@@ -161,8 +180,9 @@ def _schedule_sweep(svc: Services, incident_id: str, seq: int, round_: int) -> N
 
 def sweep(incident_id: str, seq: int, round_: int = 1) -> int:
     """Queue again every recipient of a fan-out with no message yet: no claim (a batch that
-    ran out of retries) or a claim still pending (its worker died mid-send; the send job
-    settles it from Twilio's record). Nobody is skipped silently. Up to three rounds."""
+    ran out of retries) or a claim still pending (its worker died or was held up mid-send;
+    the send job settles it from Twilio's record). Nobody is skipped silently. Up to three
+    rounds."""
     svc = worker_services()
     phones = _scan(svc, keys.sms_audience(incident_id, seq))
     pipe = svc.redis.pipeline(transaction=False)
@@ -270,13 +290,8 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
     sent = _find_sent(svc, phone, body, since)
     if sent is not None:
         sid = str(sent.sid)
-        record = {"incident_id": incident_id, "seq": str(seq), "to": phone, "status": "queued",
-                  "segments": str(segments(body).count), "created_at": svc.now().isoformat(),
-                  "settled": "twilio"}
-        fields = [x for pair in record.items() for x in pair]
-        if svc.eval(_SETTLE, 4, claim, keys.sms_message(sid),
-                    keys.incident_counters(incident_id), keys.metrics_sms(), value, sid,
-                    keys.SMS_TTL, *fields):
+        if _record(svc, _SETTLE, claim, value, sid, incident_id, seq, phone, "queued",
+                   segments(body).count, settled="twilio"):
             log.info("settled from twilio message_sid=%s to=%s", sid, mask(phone))
             status = str(sent.status or "")
             if status in RANK:  # the callbacks that found no record meanwhile
@@ -300,8 +315,10 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
           claim: str, held: str, rate: SegmentRate) -> str:
     """Send under the claim value `held`. Before each request to Twilio the claim is renewed
     (only if it is still `held`): its age then counts from the send, and the HTTP timeout
-    (5 s) stays far inside settle_after_seconds (at least 15), so no other worker can take
-    over a claim whose message is on its way. A sender that lost its claim sends nothing."""
+    (5 s a read) stays far inside settle_after_seconds (at least 15), so another worker
+    takes over a claim whose message is on its way only if this process stalls longer than
+    that (the message is then recorded all the same, with a warning). A sender that lost
+    its claim sends nothing, and lets go of the claim afterwards only while it still holds it."""
     count = segments(body).count
     for attempt in range(3):
         rate.acquire(count)
@@ -321,38 +338,50 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
                 if attempt < 2:
                     time.sleep(min(8.0, 0.5 * 2 ** attempt) + random.uniform(0, 0.5))
                     continue
-                svc.redis.delete(claim)  # Twilio took nothing: the job's retry may send
+                _release(svc, claim, held, incident_id)  # Twilio took nothing: a retry sends
                 raise
-            return _refused(svc, incident_id, seq, phone, claim, e)
+            return _refused(svc, incident_id, seq, phone, claim, held, e)
         except RequestException:
             log.warning("sms outcome unknown, left to settle incident=%s to=%s",
                         incident_id, mask(phone))
             raise
     sid = str(message.sid)
-    record = {"incident_id": incident_id, "seq": str(seq), "to": phone,
-              "status": str(message.status or "queued"), "segments": str(count),
-              "created_at": svc.now().isoformat()}
-    fields = [x for pair in record.items() for x in pair]
-    if not svc.eval(_RECORD_SENT, 4, claim, keys.sms_message(sid),
-                    keys.incident_counters(incident_id), keys.metrics_sms(), sid, keys.SMS_TTL,
-                    *fields):
+    recorded = _record(svc, _RECORD_SENT, claim, held, sid, incident_id, seq, phone,
+                       str(message.status or "queued"), count)
+    if recorded == 0:
         log.info("sms already settled from twilio message_sid=%s to=%s", sid, mask(phone))
+    elif recorded == 2:
+        log.warning("sms sent after its claim was taken over message_sid=%s to=%s", sid,
+                    mask(phone))
     return "sent"
 
 
+def _record(svc: Services, script: str, claim: str, expected: str, sid: str,
+            incident_id: str, seq: int | str, phone: str, status: str, count: int,
+            **extra: str) -> int:
+    """Run _RECORD_SENT or _SETTLE for message `sid`: the claim, its record, the counts."""
+    record = {"incident_id": incident_id, "seq": str(seq), "to": phone, "status": status,
+              "segments": str(count), "created_at": svc.now().isoformat(), **extra}
+    return int(svc.eval(script, 4, claim, keys.sms_message(sid),
+                        keys.incident_counters(incident_id), keys.metrics_sms(), expected, sid,
+                        keys.SMS_TTL, *field_args(record)))
+
+
+def _release(svc: Services, claim: str, held: str, incident_id: str, failed: str = "") -> bool:
+    """_RELEASE: delete the claim (or mark it `failed`) if this sender still holds it."""
+    return bool(svc.eval(_RELEASE, 3, claim, keys.incident_counters(incident_id),
+                         keys.metrics_sms(), held, failed, keys.SMS_TTL))
+
+
 def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim: str,
-             e: TwilioRestException) -> str:
+             held: str, e: TwilioRestException) -> str:
     """Twilio said no: permanent for this number, or a problem that must stop the fan-out."""
     code = int(e.code or 0)
     if code in HALT_CODES:
-        svc.redis.delete(claim)  # not sent: a resumed fan-out may send it
+        _release(svc, claim, held, incident_id)  # not sent: a resumed fan-out may send it
         halt(svc, incident_id, seq, code)
         return "halted"
-    pipe = svc.redis.pipeline(transaction=True)
-    pipe.set(claim, f"failed:{code}", ex=keys.SMS_TTL)
-    pipe.hincrby(keys.incident_counters(incident_id), "sms_failed", 1)
-    pipe.hincrby(keys.metrics_sms(), "failed", 1)
-    pipe.execute()
+    _release(svc, claim, held, incident_id, failed=f"failed:{code}")
     if code == 21610:
         opt_out(svc, phone, "twilio-21610")
     log.info("sms refused for this number code=%s to=%s", code, mask(phone))

@@ -184,6 +184,26 @@ def test_a_message_settled_while_its_sender_waited_for_twilio_is_counted_once(
     assert svc.redis.hget(keys.metrics_sms(), "sent") == "1"
 
 
+@pytest.mark.parametrize("code", [21211, 21408])  # refused for this number; halts the fan-out
+def test_a_sender_answered_after_its_claim_was_taken_leaves_the_claim_alone(admin, customers,
+                                                                            svc, code):
+    from twilio.base.exceptions import TwilioRestException
+
+    from worker import sms
+
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected", notify=False)
+    claim = keys.sms_claim(inc["id"], 0, JA)
+    svc.redis.set(claim, "SM" + "c" * 32)  # another worker took over and sent meanwhile
+    refused = TwilioRestException(400, "https://api.twilio.test", "refused", code=code)
+
+    sms._refused(svc, inc["id"], 0, JA, claim, "pending:1:0a1b2c3d", refused)
+    assert sms._release(svc, claim, "pending:1:0a1b2c3d", inc["id"]) is False
+
+    assert svc.redis.get(claim) == "SM" + "c" * 32
+    assert svc.redis.hget(keys.incident_counters(inc["id"]), "sms_failed") == "0"
+    assert svc.redis.hget(keys.metrics_sms(), "failed") is None
+
+
 @pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
 def test_transient_errors_are_retried(admin, customers, svc, fake_twilio, run_jobs, status, code):
     fake_twilio.fail_next.append((status, code))
