@@ -46,7 +46,10 @@ logconfig_dict["loggers"]["gunicorn.access"] = {
 class QuietAccessLogger(Logger):
     """gunicorn's logger without the access log. With a logconfig_dict gunicorn builds every
     request's access-log fields before the CRITICAL level drops the line: ~5 % of a worker's
-    CPU (measured with py-spy under the webhook benchmark)."""
+    CPU (measured with py-spy under the webhook benchmark). Setting a logger class also
+    stops gunicorn choosing its statsd logger by itself when `statsd_host` is set; nothing
+    here uses statsd (metrics are /metrics), and `--access-logfile` printed nothing before
+    either, the access logger being at CRITICAL."""
 
     def access(self, resp: object, req: object, environ: object, request_time: object) -> None:
         return None
