@@ -38,9 +38,9 @@ TRANSCRIPT_MAX = 1000
 # _incoming_script, so each call sends only what changes and nothing is spelled twice.
 # KEYS: customer, incidents_active, caller_calls (unused when withheld), call, calls_recent,
 # calls_active, metrics calls-by-tag, waiting, calls_swept. ARGV: sid, epoch, phone ('' when
-# withheld), to, created_at. The incidents' counter keys are built here from KEYS[2]'s
-# hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so Redis Cluster serves
-# these undeclared keys from the same node.
+# withheld), to, created_at. The incidents' number sets and counter keys are built here
+# from KEYS[2]'s hash-tag prefix: every key shares the `{ivr}` slot (ivr/keys.py), so Redis
+# Cluster serves these undeclared keys from the same node.
 # Returns {created 0/1, lang, tags JSON, incident ids JSON, active incident pairs}.
 _INCOMING = """
 local active = redis.call('HGETALL', KEYS[2])
@@ -99,12 +99,13 @@ table.sort(docs, function(a, b)
   if a.created_at ~= b.created_at then return a.created_at < b.created_at end
   return a.id < b.id
 end)
+local prefix = string.sub(KEYS[2], 1, string.find(KEYS[2], ':', 1, true)) .. 'incident:'
 local counted, affected_ids, hits = {}, {}, {}
 for _, doc in ipairs(docs) do
   local scope = type(doc.scope) == 'table' and doc.scope or {}
   local hit = false
-  if phone ~= '' and type(scope.numbers) == 'table' then
-    for _, n in ipairs(scope.numbers) do if n == phone then hit = true end end
+  if phone ~= '' and (tonumber(scope.number_count) or 0) > 0 then
+    hit = redis.call('SISMEMBER', prefix .. doc.id .. ':numbers', phone) == 1
   end
   if known and not hit and type(scope.services) == 'table' then
     for _, s in ipairs(scope.services) do if services[s] then hit = true end end
@@ -145,7 +146,6 @@ redis.call('HSET', KEYS[4], 'call_sid', ARGV[1], 'from', phone, 'to', ARGV[4],
 redis.call('EXPIRE', KEYS[4], CALL_TTL)
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
-local prefix = string.sub(KEYS[2], 1, string.find(KEYS[2], ':', 1, true)) .. 'incident:'
 for i, id in ipairs(counted) do
   local key = prefix .. id .. ':counters'
   redis.call('HINCRBY', key, 'calls', 1)

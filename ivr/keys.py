@@ -32,6 +32,12 @@ def incident_timeline(incident_id: str) -> str:
     return f"{PREFIX}:incident:{incident_id}:timeline"
 
 
+def incident_numbers(incident_id: str) -> str:
+    """Set: the phone numbers in an unresolved incident's scope, which its copy in
+    incidents_active leaves out (incident.store_active); removed at resolution. No TTL."""
+    return f"{PREFIX}:incident:{incident_id}:numbers"
+
+
 def incident_counters(incident_id: str) -> str:
     """Hash: calls, affected_calls, escalations, sms_sent, sms_delivered, sms_failed.
     No TTL."""
@@ -44,8 +50,9 @@ def incidents_all() -> str:
 
 
 def incidents_active() -> str:
-    """Hash: incident id -> incident JSON for every unresolved incident; the voice path reads
-    only this key, so one HGETALL tells every caller the same thing. No TTL."""
+    """Hash: incident id -> incident JSON for every unresolved incident, without
+    scope.numbers (scope.number_count instead; the numbers are in incident_numbers); the
+    voice path reads this key, so one HGETALL tells every caller the same thing. No TTL."""
     return f"{PREFIX}:incidents:active"
 
 
@@ -266,7 +273,8 @@ def metrics_escalation_attempts() -> str:
 
 ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_audience, sms_halt,
        sms_reminder, incident_subscribers,
-       incident, incident_timeline, incident_counters, incidents_all, incidents_active,
+       incident, incident_timeline, incident_numbers, incident_counters, incidents_all,
+       incidents_active,
        incident_seq, customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
        escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,

@@ -43,8 +43,16 @@ def stored(redis: Any, incident_id: str) -> dict[str, Any]:
 
 
 def active(redis: Any, incident_id: str) -> dict[str, Any] | None:
+    """The copy callers hear, with its number set put back in scope (store_active keeps the
+    numbers apart), so it compares with the stored document."""
     raw = redis.hget(keys.incidents_active(), incident_id)
-    return json.loads(raw) if raw is not None else None
+    if raw is None:
+        return None
+    doc = json.loads(raw)
+    numbers = sorted(redis.smembers(keys.incident_numbers(incident_id)))
+    assert doc["scope"].pop("number_count") == len(numbers)
+    assert "numbers" not in doc["scope"]
+    return {**doc, "scope": {**doc["scope"], "numbers": numbers}}
 
 
 def incident_keys(redis: Any) -> list[str]:
@@ -664,3 +672,16 @@ def test_scope_labels_follow_the_customer_label_rule(admin, label):
     for field in ("services", "regions"):
         response = admin.post("/api/incidents", json={**body(), "scope": {field: [label]}})
         assert_error(response, 400, f"scope.{field}[0]")
+
+
+def test_scope_numbers_live_in_a_set_callers_check_one_by_one(admin, redis, clock):
+    doc = declare(admin, scope={"numbers": ["090-1234-5678", "090-1234-5679"]})
+    assert "numbers" not in json.loads(redis.hget(keys.incidents_active(), doc["id"]))["scope"]
+    assert redis.smembers(keys.incident_numbers(doc["id"])) == {"+819012345678",
+                                                                "+819012345679"}
+    admin.patch(f"/api/incidents/{doc['id']}", json={"scope": {"numbers": ["03-1234-5678"]}})
+    assert redis.smembers(keys.incident_numbers(doc["id"])) == {"+81312345678"}
+    admin.patch(f"/api/incidents/{doc['id']}", json={"eta": "2026-11-23T06:30:00Z"})
+    assert redis.smembers(keys.incident_numbers(doc["id"])) == {"+81312345678"}
+    admin.post(f"/api/incidents/{doc['id']}/resolve", json={"message": "復旧しました。"})
+    assert not redis.exists(keys.incident_numbers(doc["id"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -14,6 +13,7 @@ from ivr.segments import segments
 from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, make_config, parse_twiml, sign
 from tests.sms import messages, new_message_sid, snapshot
+from tests.voice.helpers import put_active
 
 SENDER = "+819012345678"
 OUR_NUMBER = "+815012345678"  # TWILIO_FROM_NUMBER in tests/conftest.py
@@ -54,7 +54,7 @@ def put_incident(svc: Any, incident_id: str = "INC-20261123-0001", **fields: Any
                             "en": "Our mail service is currently unavailable."},
            "eta": None, "next_update_at": "2026-11-23T02:00:00Z",
            "created_at": "2026-11-23T01:00:00Z", **fields}
-    svc.redis.hset(keys.incidents_active(), incident_id, json.dumps(doc, ensure_ascii=False))
+    put_active(svc, doc)
     return doc
 
 

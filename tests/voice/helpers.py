@@ -38,6 +38,15 @@ def add_customer(svc: Any, phone: str, **fields: Any) -> None:
     svc.redis.hset(keys.customer(phone), mapping=Customer(**data).to_hash())
 
 
+def put_active(svc: Any, doc: dict[str, Any]) -> None:
+    """Make `doc` an active incident as the API does (incident.store_active)."""
+    from ivr import incident
+
+    pipe = svc.redis.pipeline(transaction=True)
+    incident.store_active(pipe, doc, numbers_changed=True)
+    pipe.execute()
+
+
 def put_roster(admin: Any, *people: tuple[str, str, str, int]) -> None:
     """Put the on-call roster, (name, phone, skill, level) each, rung in this order."""
     response = admin.put("/api/supervisors", json=[

@@ -13,7 +13,7 @@ import pytest
 from ivr import call as calls
 from ivr import incident, keys
 from ivr.customer import Customer
-from tests.voice.helpers import add_customer, declare, new_sid
+from tests.voice.helpers import add_customer, declare, new_sid, put_active
 
 KNOWN = "+819011110001"
 BARE = "+819011110002"  # a customer with no services and no region
@@ -40,11 +40,12 @@ def base(admin: Any, svc: Any) -> dict[str, Any]:
 def test_lua_and_python_agree_on_who_is_affected(svc, base, scope, audience):
     doc = {**base, "scope": scope, "audience": audience}
     svc.redis.delete(keys.incidents_active())
-    svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps(doc, ensure_ascii=False))
+    put_active(svc, doc)
     for phone in CALLERS:
         info = calls.CallInfo.parse(form(phone))
         customer = Customer.from_hash(svc.redis.hgetall(keys.customer(phone))) if phone else None
-        announce, affected = incident.applies(doc, info.phone, customer)
+        listed = bool(svc.redis.sismember(keys.incident_numbers(doc["id"]), info.phone or ""))
+        announce, affected = incident.applies(doc, listed, customer)
         greeting = calls.answer_incoming(svc, info)
         assert [a.incident_id for a in greeting.announcements] == ([doc["id"]] if announce
                                                                    else []), (phone, scope)
@@ -65,7 +66,7 @@ def test_incidents_are_announced_by_severity_then_age_then_id(svc, base):
              "created_at": "2026-11-23T00:30:00Z"}]
     svc.redis.delete(keys.incidents_active())
     for doc in docs:
-        svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps({**doc, "audience": "all"}))
+        put_active(svc, {**doc, "audience": "all"})
     greeting = calls.answer_incoming(svc, calls.CallInfo.parse(form(KNOWN)))
     assert [a.incident_id for a in greeting.announcements] == ["INC-7", "INC-2", "INC-3",
                                                                "INC-9"]
@@ -75,7 +76,7 @@ def test_a_retried_webhook_gets_the_first_answer_even_after_the_incident_changed
     info = calls.CallInfo.parse(form(KNOWN))
     first = calls.answer_incoming(svc, info)
     doc = {**base, "scope": {"services": ["tv"]}}
-    svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps(doc))
+    put_active(svc, doc)
     again = calls.answer_incoming(svc, info)
     assert first.created and not again.created
     assert again.tags == first.tags and "affected" in again.tags
