@@ -245,6 +245,14 @@ def summarise(steps: dict[str, Step], info: dict[str, Any]) -> tuple[list[list[s
                       "flat", f"p50 (median pass) {lo50:.1f} → {hi50:.1f} ms ({change:.2f}×), "
                       f"p99 {lo['p99_ms']:.1f} → {hi['p99_ms']:.1f} ms; Redis path "
                       f"in-process {lo_logic} → {hi_logic} µs/call ({logic:.2f}×)", flat])
+    scope = (steps["scope"].result or {}).get("sizes") if "scope" in steps else None
+    if scope:
+        sizes = sorted(scope, key=int)
+        top = scope[sizes[-1]]["ratios"]
+        table.append([f"caller cost, {int(sizes[0]):,} → {int(sizes[-1]):,} numbers in an "
+                      "incident's scope", "flat", f"Redis CPU {top['redis_cpu_us']:.2f}×, app "
+                      f"CPU {top['app_cpu_us']:.2f}×, wall {top['wall_us']:.2f}× a call",
+                      verdict(max(top.values()) <= 1.15)])
     fan = steps["fanout"].result
     if fan:
         table.append([f"queue the SMS of {fan['recipients']:,} recipients", "< 10 s",
@@ -427,7 +435,8 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                 f"**{fan['seconds']:.2f} s** ({fan['recipients_per_s']:,} recipients/s, "
                 f"{fan['jobs_per_s']:,} jobs/s); {fan['recipients_in_jobs']:,} numbers found "
                 "in the queued jobs."]
-    for key, title in (("sms_rate", "SMS send rate (bench/sms_rate_bench.py --workers 1 2 4)"),
+    for key, title in (("scope", "Incidents scoped by numbers (bench/scope_bench.py)"),
+                       ("sms_rate", "SMS send rate (bench/sms_rate_bench.py --workers 1 2 4)"),
                        ("intent", "Intent classification (bench/intent_bench.py)")):
         step = steps[key]
         out += ["", f"## {title}", "", "```", step.output.rstrip() or "(no output)", "```"]
@@ -485,6 +494,8 @@ def main() -> None:
                                         "500" if quick else "1000"], 180, tmp),
             "webhook": Step("webhook", web_args, 420, tmp),
             "fanout": Step("fanout", ["bench/fanout_bench.py"], 180, tmp),
+            "scope": Step("scope", ["bench/scope_bench.py"] + (["--calls", "500"] if quick
+                                                                else []), 240, tmp),
             "sms_rate": Step("sms_rate", ["bench/sms_rate_bench.py", "--workers", "1", "2",
                                           "4"], 240, tmp, json_out=False),
         }
