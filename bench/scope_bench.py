@@ -1,7 +1,7 @@
 """What a caller costs while an incident is scoped by a list of numbers, 100 to 10,000.
 
 Run from the repository root:
-    .venv/bin/python bench/scope_bench.py [--calls 1000] [--rounds 3] [--numbers 100 1000 10000]
+    .venv/bin/python bench/scope_bench.py [--calls 800] [--rounds 5] [--numbers 100 1000 10000]
                                           [--json f]
 
 An outage scoped by numbers (the lines on a failed exchange) may list up to 10,000 of them
@@ -10,10 +10,10 @@ incident whose scope lists that many numbers: the same AFFECTED customers' in ev
 the rest numbers outside the base, so the same callers are affected each time and only the
 list's length changes. The same stream of callers (bench/loadgen.py's mix) is answered
 in-process by call.answer_incoming, the whole caller path but HTTP. The sizes take turns for
---rounds rounds and each figure is the median of its rounds (this VM's rounds swing).
-Printed per call: Redis CPU (INFO cpu), this process's CPU and wall time, each also as a
-ratio against the smallest list, measured in the same run. The target is flat: a number is
-one SISMEMBER however many there are.
+--rounds rounds. Printed per call: Redis CPU (INFO cpu), this process's CPU and wall time,
+the median of the rounds, and the ratio against the smallest list as the median of each
+round's ratio (this VM's rounds swing by a sixth; a round's sizes run back to back). The
+target is flat: a number is one SISMEMBER however many there are.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def measure(svc: Any, r: redis.Redis, froms: list[str], run: int) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1000, help="calls per size and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=800, help="calls per size and round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--numbers", type=int, nargs="*", default=[AFFECTED, 1000, 10_000])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -91,13 +91,14 @@ def main() -> None:
             seed_customers(r, 0, CUSTOMERS)
             declare_numbers(svc, size)
             rounds[size].append(measure(svc, r, froms, run))
-        results: dict[str, dict[str, Any]] = {
-            str(size): {k: statistics.median(m[k] for m in got) for k in got[0]}
-            for size, got in rounds.items()}
-        base = results[str(sizes[0])]
+        base = rounds[sizes[0]]
+        results: dict[str, dict[str, Any]] = {}
+        for size, got in rounds.items():
+            results[str(size)] = {k: statistics.median(m[k] for m in got) for k in got[0]}
+            results[str(size)]["ratios"] = {
+                k: round(statistics.median(m[k] / b[k] for m, b in zip(got, base, strict=True)
+                                           if b[k]), 3) for k in got[0]}
         for size, got in results.items():
-            got["ratios"] = {k: round(got[k] / base[k], 3) if base[k] else None
-                             for k in ("redis_cpu_us", "app_cpu_us", "wall_us")}
             print(f"{int(size):>6,} numbers in scope: Redis {got['redis_cpu_us']:6.1f} µs, "
                   f"app {got['app_cpu_us']:6.1f} µs, wall {got['wall_us']:6.1f} µs a call "
                   f"(x{got['ratios']['redis_cpu_us']} / x{got['ratios']['app_cpu_us']} / "
