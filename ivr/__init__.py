@@ -26,12 +26,33 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
     require_settings(app.config)
     app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.extensions["ivr"] = services or build_services(app.config)
+    app.extensions["ivr"] = svc = services or build_services(app.config)
+    upgrade(svc)
     errors.register(app)
     metrics.init_app(app)  # metrics: time every request (before/after_request hooks)
     for bp in (voice.bp, sms.bp, optout_page.bp, api_bp, health.bp):
         app.register_blueprint(bp)
     return app
+
+
+def upgrade(svc: Services) -> None:
+    """Bring data written by an earlier version up to date (incident.upgrade_active). A web
+    process still starts when Redis does not answer: it answers callers degraded meanwhile,
+    and the next start, or the incident's next change, does it."""
+    import logging
+
+    import redis
+
+    from ivr import incident
+
+    try:
+        upgraded = incident.upgrade_active(svc)
+    except redis.RedisError as e:
+        logging.getLogger(__name__).warning("upgrade skipped, redis unavailable (%s)",
+                                            type(e).__name__)
+        return
+    if upgraded:
+        logging.getLogger(__name__).info("upgraded %d active incident copies", upgraded)
 
 
 def current_services() -> Services:

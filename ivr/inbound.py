@@ -147,12 +147,13 @@ def concerning(svc: Services, phone: str, found: Customer | None) -> list[dict[s
     and then oldest first, as every caller hears them."""
     active = svc.redis.hgetall(keys.incidents_active())
     docs = [json.loads(raw) for raw in active.values()]
+    scoped = [doc["id"] for doc in docs if doc["scope"].get("number_count")]
     pipe = svc.redis.pipeline(transaction=False)
-    for doc in docs:
-        pipe.sismember(keys.incident_numbers(doc["id"]), phone)
-    listed = pipe.execute() if docs else []
-    docs = [doc for doc, is_listed in zip(docs, listed, strict=True)
-            if incident.applies(doc, bool(is_listed), found)[0]]
+    for incident_id in scoped:  # as the caller script asks: only incidents with numbers
+        pipe.sismember(keys.incident_numbers(incident_id), phone)
+    listed = {i for i, member in zip(scoped, pipe.execute() if scoped else [], strict=True)
+              if member}
+    docs = [doc for doc in docs if incident.applies(doc, doc["id"] in listed, found)[0]]
     return sorted(docs, key=lambda d: (incident.SEVERITIES.index(d["severity"]),
                                        d.get("created_at") or "", d["id"]))
 

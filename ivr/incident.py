@@ -199,13 +199,49 @@ def declare(svc: Services, fields: dict[str, Any], declared_by: str) -> dict[str
     return doc
 
 
+def scope_numbers(doc: Mapping[str, Any]) -> list[str]:
+    """The phone numbers in an incident document's scope (the full document: the active
+    copy leaves them out)."""
+    return list((doc.get("scope") or {}).get("numbers") or [])
+
+
+def _split(active_copy: str | None) -> bool:
+    """Whether an active copy keeps its numbers apart (written by store_active), rather than
+    inline as copies written before the number sets did."""
+    return active_copy is not None and "number_count" in (json.loads(active_copy).get("scope")
+                                                          or {})
+
+
+def upgrade_active(svc: Services) -> int:
+    """Rewrite every active copy that still carries its numbers inline (written before the
+    number sets) through store_active, from the full document; return how many. Callers are
+    matched by number only through the sets, so this runs when the app starts."""
+    upgraded = 0
+    active = cast("dict[str, str]", svc.redis.hgetall(keys.incidents_active()))
+    for incident_id, raw in active.items():
+        if _split(raw):
+            continue
+        key = keys.incident(incident_id)
+
+        def attempt(pipe: redis.client.Pipeline, key: str = key) -> None:
+            stored = pipe.get(key)
+            if stored is None:
+                return
+            pipe.multi()
+            store_active(pipe, json.loads(stored), numbers_changed=True)
+
+        svc.redis.transaction(attempt, key)
+        upgraded += 1
+    return upgraded
+
+
 def store_active(pipe: redis.client.Pipeline, doc: dict[str, Any], *,
                  numbers_changed: bool) -> None:
     """Write the copy every caller's script reads: the document with scope.numbers left out
     (`number_count` instead) and the numbers in a set of their own. A scope of up to 10,000
     numbers made each call decode and scan the whole list, ~3.7 ms of Redis a call at 10,000;
     a SISMEMBER costs the same however many there are."""
-    numbers = doc["scope"].get("numbers") or []
+    numbers = scope_numbers(doc)
     scope = {k: v for k, v in doc["scope"].items() if k != "numbers"}
     active = {**doc, "scope": {**scope, "number_count": len(numbers)}}
     pipe.hset(keys.incidents_active(), doc["id"], json.dumps(active, ensure_ascii=False))
@@ -230,7 +266,8 @@ def _change(svc: Services, incident_id: str, mutate: Any,
         doc = json.loads(raw)
         if doc["status"] == "resolved":
             raise ApiError(409, "resolved", f"incident {incident_id} is already resolved")
-        numbers = list(doc["scope"].get("numbers") or [])
+        numbers = list(scope_numbers(doc))
+        had_set = _split(cast("str | None", pipe.hget(keys.incidents_active(), incident_id)))
         doc = mutate(doc)
         doc["updated_at"] = _iso(svc.now())
         pipe.multi()
@@ -239,7 +276,8 @@ def _change(svc: Services, incident_id: str, mutate: Any,
             pipe.hdel(keys.incidents_active(), incident_id)
             pipe.delete(keys.incident_numbers(incident_id))
         else:
-            store_active(pipe, doc, numbers_changed=doc["scope"].get("numbers") != numbers)
+            store_active(pipe, doc,
+                         numbers_changed=not had_set or scope_numbers(doc) != numbers)
         if entry is not None:
             pipe.rpush(keys.incident_timeline(incident_id),
                        json.dumps({**entry, "seq": doc["update_seq"]}, ensure_ascii=False))

@@ -51,8 +51,10 @@ def incidents_all() -> str:
 
 def incidents_active() -> str:
     """Hash: incident id -> incident JSON for every unresolved incident, without
-    scope.numbers (scope.number_count instead; the numbers are in incident_numbers); the
-    voice path reads this key, so one HGETALL tells every caller the same thing. No TTL."""
+    scope.numbers (scope.number_count instead; the numbers are in incident_numbers, written
+    in the same MULTI); the voice path reads this key and asks those sets, so every caller
+    is told the same thing. Copies from before the number sets are rewritten when the app
+    starts (incident.upgrade_active). No TTL."""
     return f"{PREFIX}:incidents:active"
 
 

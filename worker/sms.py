@@ -127,7 +127,7 @@ def fan_out(incident_id: str, seq: int) -> int:
         pipe = svc.redis.pipeline(transaction=True)
         sources = progress.audience_keys(doc)
         pipe.sunionstore(audience, sources)
-        numbers = doc.get("scope", {}).get("numbers") or []
+        numbers = incident.scope_numbers(doc)
         if numbers:
             pipe.sadd(audience, *numbers)
         pipe.expire(audience, keys.SMS_AUDIENCE_TTL)

@@ -92,3 +92,54 @@ def test_a_retry_after_the_incident_was_resolved_keeps_the_tags_but_announces_no
     again = calls.answer_incoming(svc, info)
     assert [a.incident_id for a in first.announcements] == [base["id"]]
     assert again.announcements == () and again.tags == first.tags
+
+
+def number_scoped(admin: Any, svc: Any, numbers: list[str]) -> dict[str, Any]:
+    response = admin.post("/api/incidents", json={
+        "title": "交換機の障害", "severity": "major", "audience": "affected",
+        "scope": {"numbers": numbers}, "announcement": {"ja": "お電話がつながりにくい状況です。"},
+        "notify": False})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def affected(svc: Any, phone: str) -> bool:
+    return "affected" in calls.answer_incoming(svc, calls.CallInfo.parse(form(phone))).tags
+
+
+def test_a_number_added_or_removed_by_patch_is_matched_from_then_on(admin, svc):
+    doc = number_scoped(admin, svc, [STRANGER])
+    assert not affected(svc, BARE)
+    admin.patch(f"/api/incidents/{doc['id']}", json={"scope": {"numbers": [STRANGER, BARE]}})
+    assert affected(svc, BARE) and affected(svc, STRANGER)
+    admin.patch(f"/api/incidents/{doc['id']}", json={"scope": {"numbers": []}})
+    assert not affected(svc, BARE) and not affected(svc, STRANGER)
+    active = json.loads(svc.redis.hget(keys.incidents_active(), doc["id"]))
+    assert active["scope"]["number_count"] == 0
+    assert not svc.redis.exists(keys.incident_numbers(doc["id"]))
+
+
+def old_style_copy(svc: Any, doc: dict[str, Any]) -> None:
+    """The active copy as versions before the number sets wrote it: the numbers inline."""
+    svc.redis.hset(keys.incidents_active(), doc["id"], json.dumps(doc, ensure_ascii=False))
+    svc.redis.delete(keys.incident_numbers(doc["id"]))
+
+
+def test_a_copy_with_its_numbers_inline_is_upgraded_when_the_app_starts(admin, svc, config):
+    from ivr import create_app
+
+    doc = number_scoped(admin, svc, [STRANGER])
+    old_style_copy(svc, doc)
+    assert not affected(svc, STRANGER)  # what callers got until the upgrade
+
+    create_app(config, services=svc)
+
+    assert affected(svc, STRANGER)
+    assert incident.upgrade_active(svc) == 0  # once is enough
+
+
+def test_a_copy_with_its_numbers_inline_gets_its_set_at_the_next_change(admin, svc):
+    doc = number_scoped(admin, svc, [STRANGER])
+    old_style_copy(svc, doc)
+    admin.patch(f"/api/incidents/{doc['id']}", json={"eta": "2026-11-23T06:30:00Z"})
+    assert affected(svc, STRANGER)
