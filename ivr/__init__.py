@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from flask import Flask, current_app
 
 from ivr.services import Services
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, services: Services | None = None
@@ -39,20 +43,15 @@ def upgrade(svc: Services) -> None:
     """Bring data written by an earlier version up to date (incident.upgrade_active). A web
     process still starts when Redis does not answer: it answers callers degraded meanwhile,
     and the next start, or the incident's next change, does it."""
-    import logging
-
-    import redis
-
     from ivr import incident
 
     try:
         upgraded = incident.upgrade_active(svc)
     except redis.RedisError as e:
-        logging.getLogger(__name__).warning("upgrade skipped, redis unavailable (%s)",
-                                            type(e).__name__)
+        log.warning("upgrade skipped, redis unavailable (%s)", type(e).__name__)
         return
     if upgraded:
-        logging.getLogger(__name__).info("upgraded %d active incident copies", upgraded)
+        log.info("upgraded %d active incident copies", upgraded)
 
 
 def current_services() -> Services:

@@ -127,3 +127,11 @@ def test_redis_stalled_then_stopped_mid_call_then_back(own_redis, fake_twilio, t
     finally:
         line.close()
         back.stop()
+
+
+def test_the_web_starts_with_redis_down_and_says_the_upgrade_waits(tmp_path, fake_twilio,
+                                                                   caplog):
+    with caplog.at_level("WARNING", logger="ivr"):
+        line = Line(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
+    line.close()
+    assert "upgrade skipped, redis unavailable (ConnectionError)" in caplog.messages
