@@ -247,17 +247,24 @@ def test_timestamp_is_utc_to_the_millisecond(
                                                     "2026-11-23T23:59:59.999Z"]
 
 
-def test_web_processes_skip_the_job_lookup(monkeypatch: pytest.MonkeyPatch,
-                                           tmp_path: Any) -> None:
+@pytest.fixture
+def gunicorn_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, Any]:
+    """gunicorn.conf.py's settings, run as gunicorn runs it; the logging switches it sets
+    are put back after."""
     import runpy
     from pathlib import Path
 
-    import rq
-
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
-        monkeypatch.setattr(logging, name, getattr(logging, name))  # the file sets them
-    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    return runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+
+
+def test_web_processes_skip_the_job_lookup(monkeypatch: pytest.MonkeyPatch,
+                                           gunicorn_conf: dict[str, Any]) -> None:
+    import rq
+
+    conf = gunicorn_conf
     assert conf["logconfig_dict"]["filters"]["context"]["jobs"] is False
     assert logs.dict_config()["filters"]["context"]["jobs"] is True
 
@@ -268,20 +275,11 @@ def test_web_processes_skip_the_job_lookup(monkeypatch: pytest.MonkeyPatch,
     assert rq.get_current_job() is None
 
 
-def test_gunicorn_builds_no_access_log_fields(monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Any) -> None:
+def test_gunicorn_builds_no_access_log_fields(gunicorn_conf: dict[str, Any]) -> None:
     """The access log is off; gunicorn must not assemble each request's fields for it."""
-    import runpy
-    from pathlib import Path
-
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
-        monkeypatch.setattr(logging, name, getattr(logging, name))  # the file sets them
-    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
-
     class Untouchable:
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"the access log read {name}")
 
-    logger = object.__new__(conf["logger_class"])
+    logger = object.__new__(gunicorn_conf["logger_class"])
     logger.access(Untouchable(), Untouchable(), {}, Untouchable())
