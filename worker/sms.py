@@ -271,6 +271,11 @@ def _pending(svc: Services) -> str:
     return f"pending:{int(svc.now().timestamp())}:{secrets.token_hex(4)}"
 
 
+def _taken_at(pending: str) -> int:
+    """The epoch second a 'pending:<epoch>[:<token>]' claim was taken (or last renewed)."""
+    return int(pending.split(":")[1])
+
+
 def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
            claim: str) -> str | None:
     """Take the send for this (incident, update, number), whose claim key is `claim`, and
@@ -284,7 +289,7 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
     value = cast("str | None", svc.redis.get(claim)) or ""
     if not value.startswith("pending:"):
         return None
-    since = int(value.split(":")[1])
+    since = _taken_at(value)
     if int(svc.now().timestamp()) - since < int(svc.flows.sms["settle_after_seconds"]):
         return None  # another worker is sending it right now
     sent = _find_sent(svc, phone, body, since)
@@ -313,8 +318,10 @@ def _find_sent(svc: Services, phone: str, body: str, since: int) -> Any | None:
 
 def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str,
           claim: str, held: str, rate: SegmentRate) -> str:
-    """Send under the claim value `held`. Before each request to Twilio the claim is renewed
-    (only if it is still `held`): its age then counts from the send, and the HTTP timeout
+    """Send under the claim value `held`. Before each request to Twilio a claim taken in an
+    earlier second is renewed (only if it is still `held`; one taken this second is as fresh
+    as a renewal, and most are, which spares the fan-out a round trip a message): its age
+    then counts from the send, and the HTTP timeout
     (5 s a read) stays far inside settle_after_seconds (at least 15), so another worker
     takes over a claim whose message is on its way only if this process stalls longer than
     that (the message is then recorded all the same, with a warning). A sender that lost
@@ -322,12 +329,13 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
     count = segments(body).count
     for attempt in range(3):
         rate.acquire(count)
-        renewed = _pending(svc)
-        if not svc.eval(_SWAP, 1, claim, held, renewed, keys.SMS_TTL):
-            log.warning("sms claim taken over while held up, not sent incident=%s to=%s",
-                        incident_id, mask(phone))
-            return "skipped"
-        held = renewed
+        if _taken_at(held) < int(svc.now().timestamp()):
+            renewed = _pending(svc)
+            if not svc.eval(_SWAP, 1, claim, held, renewed, keys.SMS_TTL):
+                log.warning("sms claim taken over while held up, not sent incident=%s to=%s",
+                            incident_id, mask(phone))
+                return "skipped"
+            held = renewed
         try:
             message = svc.twilio.messages.create(
                 to=phone, body=body, status_callback=public_url(svc.config, "/sms/status"),
