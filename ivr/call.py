@@ -55,12 +55,12 @@ if phone ~= '' then
   if place > 1 then  -- calls before this one: drop those older than the window, then count
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (epoch - WINDOW))
     local score = added == 0 and redis.call('ZSCORE', KEYS[3], ARGV[1])
-    if added == 0 and not score then  -- its own entry (record lost) fell out of the window
-      redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-    end
     if score then
       place = redis.call('ZCOUNT', KEYS[3], '-inf', score)
     else
+      if added == 0 then  -- its own entry (record lost) fell out of the window: anew
+        redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+      end
       place = redis.call('ZCARD', KEYS[3])
     end
     if place > 1 then first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] end

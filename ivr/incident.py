@@ -266,7 +266,7 @@ def _change(svc: Services, incident_id: str, mutate: Any,
         doc = json.loads(raw)
         if doc["status"] == "resolved":
             raise ApiError(409, "resolved", f"incident {incident_id} is already resolved")
-        numbers = list(scope_numbers(doc))
+        numbers = scope_numbers(doc)
         had_set = _split(cast("str | None", pipe.hget(keys.incidents_active(), incident_id)))
         doc = mutate(doc)
         doc["updated_at"] = _iso(svc.now())
