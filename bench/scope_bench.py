@@ -32,7 +32,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import phone_of, redis_cpu, redis_url, seed_customers, settings  # noqa: E402
-from loadgen import CallerMix  # noqa: E402
+from loadgen import CallerMix, twilio_form  # noqa: E402
 
 CUSTOMERS = 10_000
 AFFECTED = 100
@@ -54,8 +54,8 @@ def declare_numbers(svc: Any, count: int) -> str:
 def measure(svc: Any, r: redis.Redis, froms: list[str], run: int) -> dict[str, float]:
     from ivr import call as calls
 
-    infos = [calls.CallInfo.parse({"CallSid": f"CA{run:08x}{i:024x}", "From": f or "",
-                                   "To": "+81312345678"}) for i, f in enumerate(froms)]
+    infos = [calls.CallInfo.parse(twilio_form(f"CA{run:08x}{i:024x}", f))
+             for i, f in enumerate(froms)]
     for info in infos[:100]:  # warm up: scripts loaded, caches filled
         calls.answer_incoming(svc, info)
     timed = infos[100:]
