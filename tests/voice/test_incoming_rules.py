@@ -95,12 +95,7 @@ def test_a_retry_after_the_incident_was_resolved_keeps_the_tags_but_announces_no
 
 
 def number_scoped(admin: Any, svc: Any, numbers: list[str]) -> dict[str, Any]:
-    response = admin.post("/api/incidents", json={
-        "title": "交換機の障害", "severity": "major", "audience": "affected",
-        "scope": {"numbers": numbers}, "announcement": {"ja": "お電話がつながりにくい状況です。"},
-        "notify": False})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
+    return declare(admin, scope={"numbers": numbers}, notify=False)
 
 
 def affected(svc: Any, phone: str) -> bool:
