@@ -168,6 +168,29 @@ def test_status_for_an_unknown_sender_only_shows_incidents_for_everyone(svc, tex
         "次回のお知らせ: 11時00分ごろ"]
 
 
+def test_status_reads_an_incident_and_its_numbers_as_of_one_moment(svc, monkeypatch):
+    """A scope change landing while the reply is read: before it, the sender was listed by
+    number; after it, the incident covers the sender's service. Either way it concerns
+    them; only a document from before with the membership from after would say not."""
+    add_customer(svc, services=["web"])
+    put_incident(svc, scope={"services": ["mail"], "regions": [], "numbers": [SENDER]})
+    real = svc.redis.execute_command
+    landed = []
+
+    def change_after_the_first_read(*args: Any, **options: Any) -> Any:
+        out = real(*args, **options)
+        if not landed and keys.incidents_active() in args:
+            landed.append(args[0])
+            put_incident(svc, scope={"services": ["web"], "regions": [], "numbers": []})
+        return out
+
+    monkeypatch.setattr(svc.redis, "execute_command", change_after_the_first_read)
+    found = Customer(phone=SENDER, name="山田太郎", services=["web"], region="kanto",
+                     language="ja", mobile=True)
+    assert [doc["id"] for doc in inbound.concerning(svc, SENDER, found)] == ["INC-20261123-0001"]
+    assert landed
+
+
 def test_status_in_english(svc, text):
     add_customer(svc, language="en")
     put_incident(svc, eta="2026-11-23T06:30:00Z",
