@@ -40,18 +40,22 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
 
 
 def upgrade(svc: Services) -> None:
-    """Bring data written by an earlier version up to date (incident.upgrade_active). A web
-    process still starts when Redis does not answer: it answers callers degraded meanwhile,
-    and the next start, or the incident's next change, does it."""
-    from ivr import incident
+    """Bring data written by an earlier version up to date (incident.upgrade_active) and
+    remove the keys it no longer reads (keys.RETIRED). A web process still starts when Redis
+    does not answer: it answers callers degraded meanwhile, and the next start, or the
+    incident's next change, does it."""
+    from ivr import incident, keys
 
     try:
         upgraded = incident.upgrade_active(svc)
+        retired = svc.redis.unlink(*keys.RETIRED)
     except redis.RedisError as e:
         log.warning("upgrade skipped, redis unavailable (%s)", type(e).__name__)
         return
     if upgraded:
         log.info("upgraded %d active incident copies", upgraded)
+    if retired:
+        log.info("removed %d keys no version reads any more", retired)
 
 
 def current_services() -> Services:

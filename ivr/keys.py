@@ -247,8 +247,9 @@ def metrics_calls_by_kinds() -> str:
     in METRIC_TAGS order) -> calls that came in with it, counted once per CallSid by
     call._INCOMING; field 'priority' -> calls an escalation script first moved to the
     priority band. /metrics adds the combinations up per kind (metrics.calls_by_tag).
-    It replaces `calls_by_tag` (one field per kind): under a new name, Prometheus sees a
-    counter reset rather than old and new counts added together. No TTL (at most 9 fields)."""
+    It replaces `calls_by_tag` (one field per kind, now in RETIRED): under a new name,
+    Prometheus sees a counter reset rather than old and new counts added together. No TTL
+    (at most 9 fields)."""
     return f"{PREFIX}:metrics:calls_by_kinds"
 
 
@@ -271,6 +272,11 @@ def metrics_escalation_attempts() -> str:
     failed, canceled, completed), counted by escalation._ADVANCE. No TTL (fields are
     bounded)."""
     return f"{PREFIX}:metrics:escalation_attempts"
+
+
+RETIRED = (f"{PREFIX}:metrics:calls_by_tag",)
+"""Keys earlier versions wrote and nothing reads any more: ivr.upgrade removes them when the
+app starts, so they do not stay in Redis (none has a TTL) for ops to wonder about."""
 
 
 ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_audience, sms_halt,

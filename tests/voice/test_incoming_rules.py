@@ -138,3 +138,13 @@ def test_a_copy_with_its_numbers_inline_gets_its_set_at_the_next_change(admin, s
     old_style_copy(svc, doc)
     admin.patch(f"/api/incidents/{doc['id']}", json={"eta": "2026-11-23T06:30:00Z"})
     assert affected(svc, STRANGER)
+
+
+def test_keys_no_version_reads_are_removed_when_the_app_starts(svc, config):
+    from ivr import create_app
+
+    svc.redis.hset(keys.RETIRED[0], mapping={"affected": "3", "vip": "1"})
+
+    create_app(config, services=svc)
+
+    assert not svc.redis.exists(*keys.RETIRED)
