@@ -380,7 +380,9 @@ def markdown(steps: dict[str, Step], info: dict[str, Any], table: list[list[str]
                     + f". A p99 of 25 ms needs a mean well under it: far more than "
                     f"{conns / 0.025:.0f} req/s, with the load generator on the same two CPUs. "
                     "The open-loop latency a real incident brings (30 new calls a second with "
-                    "all their webhooks) is in the incident storm's section."]
+                    "all their webhooks) is in the incident storm's section. The same "
+                    "comparison under other gunicorn settings (bench/server_settings.py, about "
+                    "15 minutes) is in bench/SERVER_SETTINGS.md."]
         warnings = {t: comp[t]["log_warnings"] for t in ("static", "minimal", "incoming")
                     if comp[t]["log_warnings"]}
         if warnings:

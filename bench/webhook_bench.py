@@ -452,7 +452,8 @@ def main() -> None:
                            "pass_size": args.pass_size,
                            "gunicorn": {"workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
                                         "threads": int(os.environ.get("GUNICORN_THREADS", "4")),
-                                        "worker_class": "gthread"}}
+                                        "worker_class": "gthread",
+                                        "cmd_args": os.environ.get("GUNICORN_CMD_ARGS", "")}}
     with redis_url(databases=len(sizes)) as url, \
             tempfile.TemporaryDirectory(prefix="ivr-bench-web-") as tmp:
         bench = Bench(args)
