@@ -283,3 +283,15 @@ def test_gunicorn_builds_no_access_log_fields(gunicorn_conf: dict[str, Any]) -> 
 
     logger = object.__new__(gunicorn_conf["logger_class"])
     logger.access(Untouchable(), Untouchable(), {}, Untouchable())
+
+
+def test_each_web_worker_freezes_what_the_app_built_at_start(
+        gunicorn_conf: dict[str, Any]) -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        gunicorn_conf["post_worker_init"](object())
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
