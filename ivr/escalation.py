@@ -41,18 +41,24 @@ local function count_end(call_key, esc_key, tags_key, was_state, was_band)
 end
 """
 
-# Starts once per call: writes the escalation, counts it on each incident the call was
-# counted for, and takes the caller out of the waiting line. Returns {started (0/1), the
-# escalation state now}. KEYS: call, raised-by index, metrics escalations, metrics
-# calls-by-tag, waiting; ARGV: now, ttl, raised_by, n, pairs… The incidents' counter keys
-# are built from KEYS[1]'s hash-tag prefix, in the same `{ivr}` slot (see call._INCOMING).
+# Starts an escalation of a call that has none in progress: writes it, counts it on each
+# incident the call was counted for, and takes the caller out of the waiting line. Attempt
+# numbers carry on from an earlier escalation of the same call (`esc_first` is this one's
+# first), so its dial-out job ids, leg claims and callback URLs never meet the earlier
+# one's. Returns {started (0/1), the escalation state now, its first attempt}. KEYS: call,
+# raised-by index, metrics escalations, metrics calls-by-tag, waiting; ARGV: now, ttl,
+# raised_by, n, pairs… The incidents' counter keys are built from KEYS[1]'s hash-tag
+# prefix, in the same `{ivr}` slot (see call._INCOMING).
 _START = _COUNT_END + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0} end
 local state = redis.call('HGET', KEYS[1], 'esc_state')
-if state == 'dialing' or state == 'ringing' or state == 'accepted' then return {0, state} end
-if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned'} end
+if state == 'dialing' or state == 'ringing' or state == 'accepted' then return {0, state, 0} end
+if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned', 0} end
 local band = redis.call('HGET', KEYS[1], 'band')
+local first = 0
+if state then first = tonumber(redis.call('HGET', KEYS[1], 'esc_attempt') or '-1') + 1 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * tonumber(ARGV[4])))
+redis.call('HSET', KEYS[1], 'esc_attempt', first, 'esc_first', first)
 count_end(KEYS[1], KEYS[3], KEYS[4], '', band)  -- a new escalation: no end counted yet
 local sid = redis.call('HGET', KEYS[1], 'call_sid')
 if ARGV[3] ~= '' then
@@ -64,7 +70,7 @@ for _, id in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'incidents') or '[]
   redis.call('HINCRBY', prefix .. id .. ':counters', 'escalations', 1)
 end
 redis.call('ZREM', KEYS[5], sid)
-return {1, redis.call('HGET', KEYS[1], 'esc_state')}
+return {1, redis.call('HGET', KEYS[1], 'esc_state'), first}
 """
 
 # Moves to the next SV if `attempt` is still the current one and nobody accepted.
@@ -194,8 +200,7 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     now = svc.now()
     with_operator = record.get("state") in ("connecting", "connected")
     fields = {
-        "esc_state": "dialing" if people else "exhausted", "esc_attempt": "0",
-        "esc_trigger": trigger,
+        "esc_state": "dialing" if people else "exhausted", "esc_trigger": trigger,
         "esc_reason": reason, "esc_raised_by": raised_by, "esc_note": note,
         "esc_started_at": now.isoformat(), "esc_started_epoch": str(int(now.timestamp())),
         "esc_candidates": json.dumps([c.__dict__ for c in people], ensure_ascii=False),
@@ -211,13 +216,13 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
                        keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting(),
                        int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields),
                        *field_args(fields))
-    was_started, state = started
+    was_started, state, first = started
     if not was_started:
         return str(state)
-    log.info("escalation started call_sid=%s trigger=%s reason=%s candidates=%d", call_sid,
-             trigger, reason, len(people))
+    log.info("escalation started call_sid=%s trigger=%s reason=%s candidates=%d attempt=%s",
+             call_sid, trigger, reason, len(people), first)
     if people:
-        queue_dial(svc, call_sid, 0)
+        queue_dial(svc, call_sid, int(first))
     return str(state)
 
 
@@ -257,6 +262,14 @@ def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str)
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:
     return [Candidate(**c) for c in record.get("esc_candidates") or []]
+
+
+def candidate_at(record: dict[str, Any], attempt: int) -> Candidate | None:
+    """The SV rung at `attempt` of the current escalation, None past the end of its list.
+    Attempts count on across a call's escalations, so the list starts at `esc_first`."""
+    index = attempt - int(record.get("esc_first") or 0)
+    people = candidates_of(record)
+    return people[index] if 0 <= index < len(people) else None
 
 
 def attempts(svc: Services, call_sid: str) -> list[dict[str, Any]]:

@@ -33,8 +33,8 @@ def _target() -> tuple[str, int] | None:
 
 
 def _sv_lang(record: dict[str, Any], attempt: int) -> str:
-    people = escalation.candidates_of(record)
-    return people[attempt].lang if attempt < len(people) else "ja"
+    sv = escalation.candidate_at(record, attempt)
+    return sv.lang if sv else "ja"
 
 
 def _closed(svc: Services, lang: str) -> Response:

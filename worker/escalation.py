@@ -33,11 +33,10 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
     if record.get("state") == "completed":
         escalation.set_if(svc, call_sid, escalation.OPEN, esc_state="abandoned")
         return None
-    people = escalation.candidates_of(record)
-    if attempt >= len(people):
+    sv = escalation.candidate_at(record, attempt)
+    if sv is None:
         exhaust(svc, call_sid, record)
         return None
-    sv = people[attempt]
     claim = keys.escalation_leg(call_sid, attempt)
     if not svc.redis.set(claim, "pending", nx=True, ex=keys.ESCALATION_LEG_TTL):
         log.info("sv leg already placed call_sid=%s attempt=%s", call_sid, attempt)

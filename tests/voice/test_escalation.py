@@ -393,3 +393,56 @@ def test_sv_webhooks_refuse_bad_targets(twilio_post):
                                             CallStatus="busy"))) == []
 
 
+
+
+def exhaust_ladder(twilio_post, sid, run_jobs) -> None:
+    """Neither SV of the repeat ladder answers: the caller is back at the front of the queue."""
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="no-answer")
+    run_jobs()
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=1", CallStatus="no-answer")
+    run_jobs()
+    parse_twiml(twilio_post("/voice/requeue", CallSid=sid))
+
+
+def test_escalating_the_same_call_again_rings_an_sv_again(roster, twilio_post, svc, clock,
+                                                          fake_twilio, run_jobs, admin):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    exhaust_ladder(twilio_post, sid, run_jobs)
+    assert svc.redis.hget(keys.call(sid), "esc_state") == "exhausted"
+    assert len(sv_legs(fake_twilio)) == 2
+    clock.tick(120)
+
+    response = admin.post(f"/api/calls/{sid}/escalate", json={"note": "再度お願いします"})
+    assert response.status_code == 202, response.get_json()
+    run_jobs()
+    legs = sv_legs(fake_twilio)
+    assert len(legs) == 3
+    # attempts count on from the first escalation (0, 1, and 2 found the list exhausted)
+    assert legs[2].one("Url") == f"{PUBLIC_BASE_URL}/voice/sv-whisper?call={sid}&attempt=3"
+    assert svc.redis.hget(keys.call(sid), "esc_state") == "ringing"
+    assert f"esc-watch-{sid}-3" in ScheduledJobRegistry(queue=svc.queue).get_job_ids()
+    # a late callback of the first escalation's legs moves nothing
+    twilio_post(f"/voice/escalation-status?call={sid}&attempt=0", CallStatus="no-answer")
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 3
+    leg_sid = svc.redis.hget(keys.call(sid), "esc_sv_call_sid")
+    root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=3", Digits="1",
+                                   CallSid=leg_sid))
+    assert verbs(root) == ["Say", "Dial"]
+    assert root[1].find("Conference").text == sid
+
+
+def test_a_second_escalation_is_not_blocked_by_the_first_ones_leg_claims(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, admin):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    exhaust_ladder(twilio_post, sid, run_jobs)
+    for job_key in svc.rq_redis.keys(b"rq:job:esc-*"):  # RQ's results expired long ago
+        svc.rq_redis.delete(job_key)
+    clock.tick(900)
+    assert admin.post(f"/api/calls/{sid}/escalate", json={}).status_code == 202
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 3
+    assert svc.redis.get(keys.escalation_leg(sid, 3)) == svc.redis.hget(keys.call(sid),
+                                                                       "esc_sv_call_sid")
