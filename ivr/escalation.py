@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rq import Retry
 from rq.exceptions import DuplicateJobError
 
 from ivr import call, keys, supervisor
@@ -226,11 +227,16 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     return str(state)
 
 
+# A dial-out Twilio took nothing of (5xx, 429, no connection) is tried again soon: the
+# caller is on hold music meanwhile, and the watchdog moves on if every try fails.
+DIAL_RETRY = Retry(max=3, interval=[2, 5, 10])
+
+
 def queue_dial(svc: Services, call_sid: str, attempt: int) -> None:
     """Queue the dial-out for one attempt; the job id makes it happen once per attempt."""
     try:
         svc.queue.enqueue("worker.escalation.dial_supervisor", call_sid, attempt,
-                          job_id=f"esc-{call_sid}-{attempt}", unique=True)
+                          job_id=f"esc-{call_sid}-{attempt}", unique=True, retry=DIAL_RETRY)
     except DuplicateJobError:
         log.info("dial already queued call_sid=%s attempt=%s", call_sid, attempt)
 

@@ -7,9 +7,12 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from requests.exceptions import ConnectTimeout, RequestException
 from rq import Retry
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
 from twilio.base.exceptions import TwilioRestException
+from urllib3.exceptions import NewConnectionError
 
 from ivr import call, escalation, keys
 from ivr.phone import mask
@@ -41,6 +44,7 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
     if not svc.redis.set(claim, "pending", nx=True, ex=keys.ESCALATION_LEG_TTL):
         log.info("sv leg already placed call_sid=%s attempt=%s", call_sid, attempt)
         return None
+    schedule_watchdog(svc, call_sid, attempt)  # first: whatever happens below, the ladder moves
     settings = svc.flows.escalation
     query = {"call": call_sid, "attempt": attempt}
     try:
@@ -62,20 +66,42 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
                     e.code, mask(sv.phone))
         escalation.advance(svc, call_sid, attempt, f"failed:{e.code}")
         return None
+    except RequestException as e:
+        if never_sent(e):
+            svc.redis.delete(claim)  # no connection, so no call: the job's retry may dial
+            raise
+        # Twilio may have placed the call: the claim stays, so nobody rings this SV again for
+        # this attempt; the leg's own callbacks, or the watchdog, move the ladder on.
+        log.warning("sv leg outcome unknown, left to the watchdog call_sid=%s attempt=%s "
+                    "error=%s", call_sid, attempt, type(e).__name__)
+        return None
     svc.redis.set(claim, leg.sid, ex=keys.ESCALATION_LEG_TTL)
     escalation.set_if(svc, call_sid, ("dialing",), esc_state="ringing", esc_sv_call_sid=leg.sid,
                       esc_sv_name=sv.name, esc_sv_phone=sv.phone)
-    schedule_watchdog(svc, call_sid, attempt)
     log.info("sv leg placed call_sid=%s attempt=%s sv_call_sid=%s", call_sid, attempt, leg.sid)
     return str(leg.sid)
 
 
+def never_sent(e: RequestException) -> bool:
+    """The connection to Twilio never opened, so Twilio cannot have acted on the request.
+    A read timeout or a connection lost mid-request leaves that unknown."""
+    if isinstance(e, ConnectTimeout):
+        return True
+    cause = e.args[0] if e.args else None
+    return isinstance(getattr(cause, "reason", cause), NewConnectionError)
+
+
 def schedule_watchdog(svc: Services, call_sid: str, attempt: int) -> None:
-    """Move on even if Twilio's status callback for this SV leg never arrives."""
+    """Move on even if Twilio's status callback for this SV leg never arrives. Counted from
+    the first try of the dial-out: a retry does not push it back (`unique` does not stop
+    enqueue_in from rescheduling a job that is still waiting)."""
+    job_id = f"esc-watch-{call_sid}-{attempt}"
+    if Job.exists(job_id, connection=svc.queue.connection):
+        return
     try:
         svc.queue.enqueue_in(timedelta(seconds=int(svc.flows.escalation["join_timeout"])),
                              "worker.escalation.watchdog", call_sid, attempt,
-                             job_id=f"esc-watch-{call_sid}-{attempt}", unique=True)
+                             job_id=job_id, unique=True)
     except DuplicateJobError:
         pass
 

@@ -12,7 +12,8 @@ from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 
 from ivr import keys
-from tests.conftest import PUBLIC_BASE_URL, parse_twiml, sign
+from ivr import services as services_module
+from tests.conftest import PUBLIC_BASE_URL, forget_worker_services, free_port, parse_twiml, sign
 from tests.voice.helpers import (
     add_customer,
     declare,
@@ -446,3 +447,73 @@ def test_a_second_escalation_is_not_blocked_by_the_first_ones_leg_claims(
     assert len(sv_legs(fake_twilio)) == 3
     assert svc.redis.get(keys.escalation_leg(sid, 3)) == svc.redis.hget(keys.call(sid),
                                                                        "esc_sv_call_sid")
+
+
+def wait_for(condition, what: str) -> None:
+    """The fake Twilio answers on its own thread: wait (real time, up to 5 s) until it has."""
+    for _ in range(500):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_no_connection_to_twilio_dials_the_same_sv_once_on_the_jobs_retry(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, monkeypatch):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    monkeypatch.setenv("TWILIO_API_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    forget_worker_services()
+    run_jobs()
+    assert not svc.redis.exists(keys.escalation_leg(sid, 0))
+    assert sorted(ScheduledJobRegistry(queue=svc.queue).get_job_ids()) == sorted(
+        [f"esc-{sid}-0", f"esc-watch-{sid}-0"])  # the dial's retry, and the watchdog anyway
+
+    monkeypatch.setenv("TWILIO_API_BASE_URL", fake_twilio.url)
+    forget_worker_services()
+    clock.tick(2)
+    release_due_jobs(svc)
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2]
+    record = svc.redis.hgetall(keys.call(sid))
+    assert (record["esc_state"], record["esc_attempt"]) == ("ringing", "0")
+
+
+def test_twilio_unreachable_on_every_try_the_watchdog_still_moves_on(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, monkeypatch):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    monkeypatch.setenv("TWILIO_API_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    forget_worker_services()
+    for wait in (0, 2, 5, 10):  # the first try and the three retries all fail
+        clock.tick(wait)
+        release_due_jobs(svc)
+        run_jobs()
+    assert svc.redis.hget(keys.call(sid), "esc_attempt") == "0"
+    monkeypatch.setenv("TWILIO_API_BASE_URL", fake_twilio.url)
+    forget_worker_services()
+    clock.tick(60 - 17)
+    release_due_jobs(svc)
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_3]
+    assert json.loads(svc.redis.lindex(keys.escalation_log(sid), 0))["result"] == "timeout"
+
+
+def test_a_dial_out_with_an_unknown_outcome_is_never_placed_again(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, monkeypatch):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    monkeypatch.setattr(services_module, "TWILIO_TIMEOUT", 0.2)
+    forget_worker_services()
+    fake_twilio.gate.clear()  # Twilio holds the request past the worker's read timeout...
+    run_jobs()
+    assert fake_twilio.held == 1
+    fake_twilio.gate.set()  # ...and places the call after all
+    wait_for(lambda: len(sv_legs(fake_twilio)) == 1, "the held dial-out")
+    assert svc.redis.get(keys.escalation_leg(sid, 0)) == "pending"
+    assert ScheduledJobRegistry(queue=svc.queue).get_job_ids() == [f"esc-watch-{sid}-0"]
+    svc.queue.enqueue("worker.escalation.dial_supervisor", sid, 0)  # a redelivered job
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 1
+
+    clock.tick(61)
+    release_due_jobs(svc)
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
