@@ -37,6 +37,13 @@ def _sv_lang(record: dict[str, Any], attempt: int) -> str:
     return sv.lang if sv else "ja"
 
 
+def _accepted_by(record: dict[str, Any], attempt: int, leg_sid: str) -> bool:
+    """This SV leg already accepted this attempt: Twilio retried its key press, and the SV
+    must be joined again rather than hung up on."""
+    return (record.get("esc_state") == "accepted" and record.get("esc_attempt") == str(attempt)
+            and bool(leg_sid) and record.get("esc_sv_call_sid") == leg_sid)
+
+
 def _closed(svc: Services, lang: str) -> Response:
     vr = VoiceResponse()
     speak(svc, vr, "sv_closed", lang)
@@ -86,10 +93,15 @@ def sv_connect() -> Response:
     digits = request.form.get("Digits", "")
     vr = VoiceResponse()
     if digits == "1":
-        if not escalation.accept(svc, sid, attempt):
-            return _closed(svc, lang)
-        log.info("supervisor joined call_sid=%s attempt=%s sv_call_sid=%s", sid, attempt,
-                 request.form.get("CallSid", "-")[:64])
+        leg_sid = request.form.get("CallSid", "")[:64]
+        if escalation.accept(svc, sid, attempt):
+            log.info("supervisor joined call_sid=%s attempt=%s sv_call_sid=%s", sid, attempt,
+                     leg_sid or "-")
+        else:
+            record = calls.get(svc, sid) or {}
+            if not _accepted_by(record, attempt, leg_sid):
+                return _closed(svc, lang)
+            log.info("supervisor join retried call_sid=%s attempt=%s", sid, attempt)
         speak(svc, vr, "sv_connecting", lang)
         alone_with_caller = record.get("esc_with_operator") != "1"
         return twiml(conference(vr, sid, svc.flows.call["queue"]["hold_music"], caller=False,

@@ -517,3 +517,22 @@ def test_a_dial_out_with_an_unknown_outcome_is_never_placed_again(
     release_due_jobs(svc)
     run_jobs()
     assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
+
+
+def test_a_retried_key_press_joins_the_accepting_sv_again(roster, twilio_post, svc, clock,
+                                                         fake_twilio, run_jobs):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    leg_sid = svc.redis.hget(keys.call(sid), "esc_sv_call_sid")
+    path = f"/voice/sv-connect?call={sid}&attempt=0"
+    first = parse_twiml(twilio_post(path, Digits="1", CallSid=leg_sid))
+    again = parse_twiml(twilio_post(path, Digits="1", CallSid=leg_sid))  # Twilio retries it
+    assert verbs(again) == ["Say", "Dial"]
+    assert again[0].text == "お客様におつなぎします。"
+    assert again[1].find("Conference").text == sid
+    assert again[1].find("Conference").attrib == first[1].find("Conference").attrib
+    logged = [json.loads(x)["result"] for x in svc.redis.lrange(keys.escalation_log(sid), 0, -1)]
+    assert logged == ["accepted"]  # accepted and counted once
+    # another leg pressing 1 for the same attempt is still turned away
+    other = parse_twiml(twilio_post(path, Digits="1", CallSid="CA" + "6" * 32))
+    assert verbs(other) == ["Say", "Hangup"]
