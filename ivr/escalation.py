@@ -46,19 +46,22 @@ end
 # incident the call was counted for, and takes the caller out of the waiting line. Attempt
 # numbers carry on from an earlier escalation of the same call (`esc_first` is this one's
 # first), so its dial-out job ids, leg claims and callback URLs never meet the earlier
-# one's. Returns {started (0/1), the escalation state now, its first attempt}. KEYS: call,
-# raised-by index, metrics escalations, metrics calls-by-tag, waiting; ARGV: now, ttl,
-# raised_by, n, pairs… The incidents' counter keys are built from KEYS[1]'s hash-tag
+# one's. An exhausted escalation counts as started unless ARGV[4] is '1' (an operator asks
+# again), so a retried webhook of the call that raised it starts nothing twice. Returns
+# {started (0/1), the escalation state now, its first attempt}. KEYS: call, raised-by
+# index, metrics escalations, metrics calls-by-tag, waiting; ARGV: now, ttl, raised_by,
+# again ('1'/'0'), n, pairs… The incidents' counter keys are built from KEYS[1]'s hash-tag
 # prefix, in the same `{ivr}` slot (see call._INCOMING).
 _START = _COUNT_END + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0} end
 local state = redis.call('HGET', KEYS[1], 'esc_state')
-if state == 'dialing' or state == 'ringing' or state == 'accepted' then return {0, state, 0} end
+if state == 'dialing' or state == 'ringing' or state == 'accepted'
+    or (state == 'exhausted' and ARGV[4] ~= '1') then return {0, state, 0} end
 if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned', 0} end
 local band = redis.call('HGET', KEYS[1], 'band')
 local first = 0
 if state then first = tonumber(redis.call('HGET', KEYS[1], 'esc_attempt') or '-1') + 1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * tonumber(ARGV[4])))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * tonumber(ARGV[5])))
 redis.call('HSET', KEYS[1], 'esc_attempt', first, 'esc_first', first)
 count_end(KEYS[1], KEYS[3], KEYS[4], '', band)  -- a new escalation: no end counted yet
 local sid = redis.call('HGET', KEYS[1], 'call_sid')
@@ -183,7 +186,9 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
 
     Returns the escalation state: 'dialing' (or 'ringing'/'accepted' when Twilio retried the
     webhook), 'exhausted' when nobody on call fits the ladder, '' for an unknown call, and
-    'abandoned' when the caller has already hung up.
+    'abandoned' when the caller has already hung up. An exhausted escalation is started
+    again only by an operator (`trigger` 'operator'); the caller's own triggers meeting it
+    are Twilio retrying the webhook that raised it.
     """
     pipe = svc.redis.pipeline(transaction=False)  # everything it reads, in one round trip
     pipe.hgetall(keys.call(call_sid))
@@ -215,8 +220,8 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
     started = svc.eval(_START, 5, keys.call(call_sid),
                        keys.escalations_raised_by(raised_by or "-"),
                        keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting(),
-                       int(now.timestamp()), keys.CALL_TTL, raised_by, len(fields),
-                       *field_args(fields))
+                       int(now.timestamp()), keys.CALL_TTL, raised_by,
+                       "1" if trigger == "operator" else "0", len(fields), *field_args(fields))
     was_started, state, first = started
     if not was_started:
         return str(state)

@@ -536,3 +536,34 @@ def test_a_retried_key_press_joins_the_accepting_sv_again(roster, twilio_post, s
     # another leg pressing 1 for the same attempt is still turned away
     other = parse_twiml(twilio_post(path, Digits="1", CallSid="CA" + "6" * 32))
     assert verbs(other) == ["Say", "Hangup"]
+
+
+def test_a_retried_call_with_nobody_on_call_escalates_once(admin, twilio_post, svc, clock):
+    inc = declare(admin)
+    add_customer(svc, CALLER)
+    waiting = new_sid()
+    call_in(twilio_post, waiting, "+819099990000")
+    twilio_post("/voice/gather", CallSid=waiting, Digits="1")
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    place = svc.redis.zscore(keys.waiting(), sid)
+    clock.tick(5)
+    root = call_in(twilio_post, sid)  # Twilio retries /voice/incoming
+    assert verbs(root)[-2:] == ["Say", "Enqueue"]
+    assert root[-2].text.startswith("大変お待たせして申し訳ございません。")
+    assert svc.redis.hget(keys.incident_counters(inc["id"]), "escalations") == "1"
+    assert svc.redis.hgetall(keys.metrics_escalations()) == {"repeat|exhausted": "1"}
+    assert svc.redis.hget(keys.metrics_calls_by_kinds(), "priority") == "1"
+    assert svc.redis.zscore(keys.waiting(), sid) == place
+    assert svc.redis.zrange(keys.waiting(), 0, -1) == [sid, waiting]
+
+
+def test_a_retried_manager_request_with_nobody_on_call_escalates_once(twilio_post, svc, clock):
+    sid = new_sid()
+    call_in(twilio_post, sid)
+    twilio_post("/voice/gather", CallSid=sid, SpeechResult="責任者を出して")
+    place = svc.redis.zscore(keys.waiting(), sid)
+    clock.tick(5)
+    root = parse_twiml(twilio_post("/voice/gather", CallSid=sid, SpeechResult="責任者を出して"))
+    assert verbs(root) == ["Say", "Enqueue"]
+    assert svc.redis.hgetall(keys.metrics_escalations()) == {"manager|exhausted": "1"}
+    assert svc.redis.zscore(keys.waiting(), sid) == place
