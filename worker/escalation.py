@@ -50,7 +50,7 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
     try:
         leg = svc.twilio.calls.create(
             to=sv.phone,
-            from_=svc.config["TWILIO_FROM_NUMBER"],
+            from_=caller_id(svc, record),
             url=public_url(svc.config, "/voice/sv-whisper", **query),
             method="POST",
             status_callback=public_url(svc.config, "/voice/escalation-status", **query),
@@ -80,6 +80,13 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
                       esc_sv_name=sv.name, esc_sv_phone=sv.phone)
     log.info("sv leg placed call_sid=%s attempt=%s sv_call_sid=%s", call_sid, attempt, leg.sid)
     return str(leg.sid)
+
+
+def caller_id(svc: Services, record: dict[str, Any]) -> str:
+    """The number the SV sees ringing: TWILIO_FROM_NUMBER, or, in a deployment that sends SMS
+    through a Messaging Service and sets no number (PRODUCT.md §4 asks for one of the two),
+    the support number the caller dialled, which is ours and can place calls."""
+    return str(svc.config.get("TWILIO_FROM_NUMBER") or record.get("to") or "")
 
 
 def never_sent(e: RequestException) -> bool:

@@ -567,3 +567,29 @@ def test_a_retried_manager_request_with_nobody_on_call_escalates_once(twilio_pos
     assert verbs(root) == ["Say", "Enqueue"]
     assert svc.redis.hgetall(keys.metrics_escalations()) == {"manager|exhausted": "1"}
     assert svc.redis.zscore(keys.waiting(), sid) == place
+
+
+def test_without_a_from_number_the_sv_is_rung_from_the_number_the_caller_dialled(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, monkeypatch):
+    monkeypatch.setenv("TWILIO_FROM_NUMBER", "")  # SMS go through a Messaging Service
+    monkeypatch.setenv("TWILIO_MESSAGING_SERVICE_SID", "MG" + "0" * 32)
+    forget_worker_services()
+    support_line = "+815098765432"
+    for _ in range(3):
+        sid = new_sid()
+        parse_twiml(twilio_post("/voice/incoming", CallSid=sid, From=CALLER, To=support_line))
+        clock.tick(600)
+    run_jobs()
+    assert [(leg.one("To"), leg.one("From")) for leg in sv_legs(fake_twilio)] == [
+        (SV_GENERAL_2, support_line)]
+
+
+def test_a_configured_from_number_is_the_svs_caller_id(roster, twilio_post, svc, clock,
+                                                      fake_twilio, run_jobs):
+    for _ in range(3):
+        sid = new_sid()
+        parse_twiml(twilio_post("/voice/incoming", CallSid=sid, From=CALLER,
+                                To="+815098765432"))
+        clock.tick(600)
+    run_jobs()
+    assert [leg.one("From") for leg in sv_legs(fake_twilio)] == ["+815012345678"]
