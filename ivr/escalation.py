@@ -111,6 +111,17 @@ redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
 return 1
 """
 
+# The SV of `attempt` answered (their whisper was fetched): note when, once per attempt, so
+# the watchdog gives them join_timeout from then. KEYS: call; ARGV: attempt, now epoch.
+_ANSWERED = """
+local state = redis.call('HGET', KEYS[1], 'esc_state')
+if state ~= 'dialing' and state ~= 'ringing' then return 0 end
+if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'esc_answered_attempt') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'esc_answered_attempt', ARGV[1], 'esc_answered_epoch', ARGV[2])
+return 1
+"""
+
 # Sets fields only while the escalation is in `from` states; a move into a final state
 # (the worker's exhausted/abandoned) is counted for /metrics. KEYS: call, metrics
 # escalations, metrics calls-by-tag; ARGV: n_from, from…, pairs…
@@ -263,6 +274,20 @@ def accept(svc: Services, call_sid: str, attempt: int) -> bool:
     return bool(svc.eval(_ACCEPT, 3, keys.call(call_sid), keys.escalation_log(call_sid),
                          keys.metrics_escalations(), attempt, now.isoformat(),
                          int(now.timestamp())))
+
+
+def mark_answered(svc: Services, call_sid: str, attempt: int) -> bool:
+    """Note that the SV of `attempt` answered; False when it was noted before (a repeated
+    whisper) or the attempt is no longer the live one."""
+    return bool(svc.eval(_ANSWERED, 1, keys.call(call_sid), attempt,
+                         int(svc.now().timestamp())))
+
+
+def answered_at(record: dict[str, Any], attempt: int) -> int | None:
+    """When the SV of `attempt` answered (epoch seconds), None if they have not."""
+    if record.get("esc_answered_attempt") != str(attempt):
+        return None
+    return int(record.get("esc_answered_epoch") or 0) or None
 
 
 def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str) -> bool:

@@ -55,7 +55,8 @@ def _closed(svc: Services, lang: str) -> Response:
 @twilio_signed
 def sv_whisper() -> Response:
     """The SV answered our call: the 5W1H context on their leg only, then 1 to join or 2 to
-    decline. The caller hears none of it."""
+    decline. The caller hears none of it. The first whisper of an attempt notes the answer,
+    so the watchdog does not cut off an SV still listening to it."""
     svc = current_services()
     target = _target()
     record = calls.get(svc, target[0]) if target else None
@@ -63,6 +64,7 @@ def sv_whisper() -> Response:
             or record.get("esc_state") not in escalation.OPEN:
         return _closed(svc, "ja")
     sid, attempt = target
+    escalation.mark_answered(svc, sid, attempt)
     lang = _sv_lang(record, attempt)
     ctx = record.get("context") or {}
     text = svc.prompts.render(

@@ -113,13 +113,29 @@ def schedule_watchdog(svc: Services, call_sid: str, attempt: int) -> None:
         pass
 
 
-def watchdog(call_sid: str, attempt: int) -> int | None:
-    """No SV joined in time at this attempt: end their ringing leg and ring the next one."""
+def watchdog(call_sid: str, attempt: int, after_answer: bool = False) -> int | None:
+    """No SV joined in time at this attempt: end their leg and ring the next one.
+
+    An SV who answered gets join_timeout from their answer to hear the whisper and press a
+    key: the first watchdog then waits once more, until that much after the answer. The
+    caller's wait at one attempt stays under twice join_timeout.
+    """
     svc = worker_services()
     record = call.get(svc, call_sid)
     if not record or record.get("esc_attempt") != str(attempt) \
             or record.get("esc_state") not in escalation.OPEN:
         return None
+    answered = escalation.answered_at(record, attempt)
+    if answered is not None and not after_answer:
+        due = answered + int(svc.flows.escalation["join_timeout"])
+        wait = due - int(svc.now().timestamp())
+        if wait > 0:
+            log.info("sv answered, watchdog waits call_sid=%s attempt=%s seconds=%s",
+                     call_sid, attempt, wait)
+            svc.queue.enqueue_in(timedelta(seconds=wait), "worker.escalation.watchdog",
+                                 call_sid, attempt, True,
+                                 job_id=f"esc-watch-{call_sid}-{attempt}-answered")
+            return None
     leg = record.get("esc_sv_call_sid")
     nxt = escalation.advance(svc, call_sid, attempt, "timeout")
     if nxt is not None and leg:

@@ -593,3 +593,49 @@ def test_a_configured_from_number_is_the_svs_caller_id(roster, twilio_post, svc,
         clock.tick(600)
     run_jobs()
     assert [leg.one("From") for leg in sv_legs(fake_twilio)] == ["+815012345678"]
+
+
+def test_the_watchdog_gives_an_sv_who_answered_the_join_timeout_from_the_answer(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    leg_sid = svc.redis.hget(keys.call(sid), "esc_sv_call_sid")
+    clock.tick(18)  # the SV answers and hears the whisper
+    parse_twiml(twilio_post(f"/voice/sv-whisper?call={sid}&attempt=0", CallSid=leg_sid))
+    clock.tick(43)  # 61 s after the dial-out: the first watchdog is due
+    release_due_jobs(svc)
+    run_jobs()
+    assert fake_twilio.calls_updated() == []
+    assert len(sv_legs(fake_twilio)) == 1
+    root = parse_twiml(twilio_post(f"/voice/sv-connect?call={sid}&attempt=0", Digits="1",
+                                   CallSid=leg_sid))
+    assert verbs(root) == ["Say", "Dial"]
+    clock.tick(60)
+    release_due_jobs(svc)
+    run_jobs()
+    assert svc.redis.hget(keys.call(sid), "esc_state") == "accepted"
+    assert fake_twilio.calls_updated() == []
+
+
+def test_an_sv_who_answered_but_never_presses_a_key_is_let_go_join_timeout_later(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    leg_sid = svc.redis.hget(keys.call(sid), "esc_sv_call_sid")
+    clock.tick(18)
+    whisper = f"/voice/sv-whisper?call={sid}&attempt=0"
+    parse_twiml(twilio_post(whisper, CallSid=leg_sid))
+    clock.tick(43)
+    release_due_jobs(svc)
+    run_jobs()
+    assert len(sv_legs(fake_twilio)) == 1  # still listening 43 s after answering
+    clock.tick(10)
+    parse_twiml(twilio_post(whisper, CallSid=leg_sid))  # a stray key: the whisper again
+    clock.tick(7)  # 60 s after the answer; the repeated whisper did not push it back
+    release_due_jobs(svc)
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
+    ended = fake_twilio.calls_updated()
+    assert [e.path.rsplit("/", 1)[1] for e in ended] == [f"{leg_sid}.json"]
+    assert ended[0].one("Status") == "completed"
+    assert json.loads(svc.redis.lindex(keys.escalation_log(sid), 0))["result"] == "timeout"
