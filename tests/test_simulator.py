@@ -134,7 +134,7 @@ def test_asking_for_a_manager_ends_in_the_callers_conference(live, incident, ros
     lines = result.output.splitlines()
     assert "CALLER: says 「責任者を出してください」" in lines
     (sid,) = svc.redis.zrange(keys.calls_recent(), 0, -1)
-    assert any("責任者に代わります。" in line for line in lines)
+    assert any("責任者におつなぎいたします。" in line for line in lines)
     assert f"CONFERENCE: joined conference {sid}; the simulator stops here" in lines
     # the warm transfer had started; the simulated caller then hung up before an SV came
     assert svc.redis.hget(keys.call(sid), "esc_state") == "abandoned"

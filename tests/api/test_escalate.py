@@ -76,7 +76,7 @@ def test_a_waiting_caller_is_moved_into_a_conference_first(admin, roster, twilio
     assert [leg.one("To") for leg in fake_twilio.calls_created()] == [GENERAL]
     root = parse_twiml(twilio_post("/voice/transfer?trigger=operator", CallSid=sid))
     assert verbs(root) == ["Say", "Dial", "Say"]
-    assert root[0].text == "責任者に代わります。少々お待ちいただけますでしょうか。"
+    assert root[0].text == "責任者におつなぎいたします。少々お待ちいただけますでしょうか。"
     assert root[1].find("Conference").text == sid
 
 

@@ -55,7 +55,7 @@ def sv_legs(fake_twilio) -> list[Any]:
 
 def assert_transfer_twiml(root, sid, cushion_start="") -> None:
     assert verbs(root)[-3:] == ["Say", "Dial", "Say"]
-    assert root[-3].text.endswith("責任者に代わります。少々お待ちいただけますでしょうか。")
+    assert root[-3].text.endswith("責任者におつなぎいたします。少々お待ちいただけますでしょうか。")
     assert root[-3].text.startswith(cushion_start)
     conf = root[-2].find("Conference")
     assert conf.text == sid

@@ -43,7 +43,7 @@ def test_asking_for_a_manager_is_a_warm_transfer(roster, twilio_post, svc, fake_
     root = parse_twiml(twilio_post("/voice/gather", CallSid=sid, SpeechResult=speech,
                                    Confidence="0.88"))
     assert verbs(root) == ["Say", "Dial", "Say"]
-    assert root[0].text == "責任者に代わります。少々お待ちいただけますでしょうか。"
+    assert root[0].text == "責任者におつなぎいたします。少々お待ちいただけますでしょうか。"
     assert root[1].find("Conference").text == sid
     record = svc.redis.hgetall(keys.call(sid))
     assert "manager" in record["intent"].split(",")
