@@ -69,6 +69,7 @@ def sv_whisper() -> Response:
     ctx = record.get("context") or {}
     text = svc.prompts.render(
         "sv_whisper", lang, **ctx,
+        window_hours=int(svc.flows.escalation["repeat"]["window_hours"]),
         incident_start=svc.local(ctx.get("when", {}).get("incident_started_at")),
         first_call=svc.local(ctx.get("when", {}).get("first_call_at")))
     vr = VoiceResponse()

@@ -3,6 +3,7 @@ redirects out through the fake REST server, jobs in a real RQ worker."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from typing import Any
@@ -215,7 +216,7 @@ def test_sv_hears_the_context_first_and_the_caller_never_does(admin, roster, twi
     whisper = gather.find("Say").text
     assert whisper.startswith("エスカレーションのご連絡です。"
                               "繰り返しお電話をいただいているお客様です。")
-    assert "山田太郎様、VIPのお客様、本日3回目のお電話です。" in whisper
+    assert "山田太郎様、VIPのお客様、24時間以内に3回目のお電話です。" in whisper
     assert "ご利用サービスはmail、webです。" in whisper
     assert "障害は10時00分から発生しています。" in whisper
     assert "最初のお電話は10時00分です。" in whisper
@@ -379,7 +380,7 @@ def test_english_caller_and_english_sv(admin, twilio_post, svc, clock, fake_twil
     run_jobs()
     whisper = parse_twiml(twilio_post(f"/voice/sv-whisper?call={sid}&attempt=0"))
     text = whisper[0].find("Say").text
-    assert text.startswith("Escalation. A repeat caller. Pat Smith, call number 3 today.")
+    assert text.startswith("Escalation. A repeat caller. Pat Smith, call number 3 within 24 hours.")
     assert whisper[0].find("Say").attrib["language"] == "en-US"
 
 
@@ -639,3 +640,13 @@ def test_an_sv_who_answered_but_never_presses_a_key_is_let_go_join_timeout_later
     assert [e.path.rsplit("/", 1)[1] for e in ended] == [f"{leg_sid}.json"]
     assert ended[0].one("Status") == "completed"
     assert json.loads(svc.redis.lindex(keys.escalation_log(sid), 0))["result"] == "timeout"
+
+
+def test_the_whisper_counts_calls_in_the_repeat_window_of_the_flows(roster, twilio_post, svc,
+                                                                   clock):
+    repeat = {**svc.flows.escalation["repeat"], "window_hours": 48}
+    svc.flows = dataclasses.replace(
+        svc.flows, escalation={**svc.flows.escalation, "repeat": repeat})
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    whisper = parse_twiml(twilio_post(f"/voice/sv-whisper?call={sid}&attempt=0"))
+    assert "未登録のお客様、48時間以内に3回目のお電話です。" in whisper[0].find("Say").text
