@@ -22,6 +22,7 @@ from typing import cast
 from ivr import keys, optout
 from ivr.inbound import MESSAGE_SID
 from ivr.phone import mask, normalize
+from ivr.progress import JOB_RETRY
 from ivr.services import Services
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def _queue_resend(svc: Services, message_sid: str) -> None:
     same script that recorded the failure, makes sure this runs once per message."""
     try:
         svc.sms_queue.enqueue_in(RESEND_DELAY, RESEND_JOB, message_sid,
-                                 job_id=f"resend-{message_sid}")
+                                 job_id=f"resend-{message_sid}", retry=JOB_RETRY)
     except Exception:
         svc.redis.hdel(keys.sms_message(message_sid), "resend")  # a later callback may retry
         raise

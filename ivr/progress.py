@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from rq import Retry
 from rq.exceptions import DuplicateJobError
 
 from ivr import cadence, incident, keys
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 TEMPLATES = {"declared": "sms_first_report", "update": "sms_update", "auto": "sms_update",
              "resolved": "sms_resolved"}
 SAMPLE_OPTOUT = "/u/" + "x" * 26  # the longest opt-out link path a message can carry
+# How every SMS job that is not a batch (fan-out, update clock, sweep, resend, subscription
+# confirmation) is queued. Each re-reads its state and sends nothing twice (claims, fixed job
+# ids), so running one again is safe; without a Retry, RQ moves a job that raised or whose
+# worker died to the failed registry, and a lost fan-out or update clock is never noticed.
+JOB_RETRY = Retry(max=3, interval=[5, 30, 120])
 
 
 def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: str,
@@ -100,7 +106,8 @@ def schedule(svc: Services, doc: dict[str, Any]) -> None:
              f"remind-{doc['id']}-{stamp}")]
     for when, func, job_id in jobs:
         try:
-            svc.sms_queue.enqueue_at(when, func, doc["id"], due_iso, job_id=job_id, unique=True)
+            svc.sms_queue.enqueue_at(when, func, doc["id"], due_iso, job_id=job_id, unique=True,
+                                     retry=JOB_RETRY)
         except DuplicateJobError:
             log.info("already scheduled job_id=%s", job_id)
 
@@ -117,10 +124,10 @@ def queue_fan_out(svc: Services, doc: dict[str, Any], seq: int, *, urgent: bool)
     try:
         if when <= now:
             svc.sms_queue.enqueue("worker.sms.fan_out", doc["id"], seq, job_id=job_id,
-                                  unique=True)
+                                  unique=True, retry=JOB_RETRY)
         else:
             svc.sms_queue.enqueue_at(when, "worker.sms.fan_out", doc["id"], seq, job_id=job_id,
-                                     unique=True)
+                                     unique=True, retry=JOB_RETRY)
             log.info("sms held for quiet hours incident=%s seq=%s until=%s", doc["id"], seq,
                      when.isoformat())
     except DuplicateJobError:

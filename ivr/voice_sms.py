@@ -14,6 +14,7 @@ from ivr import call as calls
 from ivr import current_services, keys
 from ivr.optout import opt_in, opt_out
 from ivr.phone import is_mobile, mask
+from ivr.progress import JOB_RETRY
 from ivr.services import Services
 from ivr.signature import twilio_signed
 from ivr.twiml import twiml
@@ -65,7 +66,7 @@ def queue_key() -> Response:
             try:
                 svc.sms_queue.enqueue("worker.sms.confirm_subscription", info.incident_id,
                                       phone, job_id=f"subscribed-{info.incident_id}-{sid}",
-                                      unique=True)
+                                      unique=True, retry=JOB_RETRY)
             except DuplicateJobError:
                 pass
             log.info("subscribed by key call_sid=%s from=%s", sid, mask(phone))

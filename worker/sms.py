@@ -173,7 +173,7 @@ def _schedule_sweep(svc: Services, incident_id: str, seq: int, round_: int) -> N
         svc.sms_queue.enqueue_in(
             timedelta(minutes=int(svc.flows.sms["sweep_after_minutes"])),
             "worker.sms.sweep", incident_id, seq, round_,
-            job_id=f"sweep-{incident_id}-{seq}-{round_}", unique=True)
+            job_id=f"sweep-{incident_id}-{seq}-{round_}", unique=True, retry=progress.JOB_RETRY)
     except DuplicateJobError:
         pass
 
