@@ -102,6 +102,12 @@ def _entry(doc: dict[str, Any], seq: int) -> dict[str, Any] | None:
                  if e.get("seq") == seq and e["kind"] in progress.TEMPLATES), None)
 
 
+def _superseded(doc: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """An entry other than the closing message of an incident that is resolved: it would
+    reach the customer after the closing message, telling them the outage goes on."""
+    return entry["kind"] != "resolved" and doc["status"] == "resolved"
+
+
 def _sender(svc: Services) -> dict[str, str]:
     service = svc.config.get("TWILIO_MESSAGING_SERVICE_SID")
     return {"messaging_service_sid": service} if service else {
@@ -119,7 +125,7 @@ def fan_out(incident_id: str, seq: int) -> int:
     entry = _entry(doc, seq)
     if entry is None or not doc.get("notify", True):
         return 0
-    if entry["kind"] != "resolved" and doc["status"] == "resolved":
+    if _superseded(doc, entry):
         log.info("update superseded by resolution incident=%s seq=%s", incident_id, seq)
         return 0
     audience = keys.sms_audience(incident_id, seq)
@@ -236,9 +242,13 @@ def _continue_later(svc: Services, incident_id: str, seq: int, rest: list[str]) 
 
 def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int | str,
             phone: str, rate: SegmentRate) -> str:
-    """One message to one number: 'sent', 'skipped' (done before, in flight, not wanted),
-    'failed' (permanent for this number) or 'halted' (the fan-out must stop)."""
+    """One message to one number: 'sent', 'skipped' (done before, in flight, not wanted, or
+    superseded: an update of an incident resolved since, which a sweep or a resend would
+    otherwise deliver after 「復旧いたしました」), 'failed' (permanent for this number) or
+    'halted' (the fan-out must stop)."""
     incident_id = doc["id"]
+    if _superseded(doc, entry):
+        return "skipped"
     if halted(svc, incident_id, seq):
         return "halted"
     pipe = svc.redis.pipeline(transaction=False)

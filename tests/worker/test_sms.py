@@ -380,6 +380,45 @@ def test_sweep_requeues_a_recipient_whose_batch_was_lost(admin, customers, svc, 
     assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
 
 
+def test_a_sweep_after_the_resolution_does_not_send_the_old_update(
+        admin, customers, svc, fake_twilio, run_jobs, clock, release_due_jobs):
+    from rq.job import Job
+
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    seq = admin.post(f"/api/incidents/{inc['id']}/updates",
+                     json={"message": "調査中です。"}).get_json()["update"]["seq"]
+    Job.fetch(f"fanout-{inc['id']}-{seq}", connection=svc.rq_redis).perform()
+    svc.sms_queue.empty()  # the update's batches are lost; its sweep is armed
+    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
+    run_jobs()
+    clock.tick(10 * 60)
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 2
+    assert texts[-1].startswith("【サポートセンター】メール障害は復旧いたしました")
+
+
+def test_a_resend_after_the_resolution_does_not_send_the_old_update(
+        admin, customers, svc, fake_twilio, run_jobs, clock, twilio_post, release_due_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "調査中です。"})
+    run_jobs()
+    update = fake_twilio.messages[-1]["sid"]
+    twilio_post("/sms/status", MessageSid=update, MessageStatus="undelivered",
+                ErrorCode="30003", To=JA, AccountSid="AC" + "0" * 32)
+    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
+    run_jobs()
+    clock.tick(15 * 60)
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 3
+    assert texts[-1].startswith("【サポートセンター】メール障害は復旧いたしました")
+
+
 def test_a_temporary_carrier_failure_is_resent_once_later(admin, customers, svc, fake_twilio,
                                                          run_jobs, clock, twilio_post,
                                                          release_due_jobs):
