@@ -19,7 +19,7 @@ from twilio.base.exceptions import TwilioRestException
 from ivr import cadence, customer, incident, keys, progress, supervisor
 from ivr.delivery import HALT_CODES, RANK, StatusCallback, halt, halted, record_status
 from ivr.optout import opt_out, optout_url
-from ivr.phone import mask
+from ivr.phone import is_mobile, mask
 from ivr.ratelimit import SegmentRate
 from ivr.segments import segments
 from ivr.services import Services, field_args
@@ -259,6 +259,8 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
     found = customer.Customer.from_hash(data)
     if opted_out or undeliverable or (found and (not found.mobile or not found.sms_opt_in)):
         return "skipped"
+    if not found and not is_mobile(phone):
+        return "skipped"  # a number in scope with no record: only its plan says it takes SMS
     lang = found.language if found else svc.flows.default_language
     body = progress.sms_text(svc, doc, entry, lang, optout_url(svc.config, phone))
     return _claim_and_send(svc, incident_id, seq, phone, body, rate)

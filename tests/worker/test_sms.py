@@ -65,6 +65,14 @@ def test_first_report_goes_once_to_every_affected_mobile_that_wants_it(
         assert (record["incident_id"], record["seq"]) == (inc["id"], "0")
 
 
+def test_a_number_in_scope_with_no_customer_record_is_texted_only_if_mobile(
+        admin, svc, fake_twilio, run_jobs):
+    mobile, landline = "+819012349999", "+81312349999"
+    declare(admin, scope={"numbers": [mobile, landline]}, audience="affected")
+    run_jobs()
+    assert fake_twilio.sent_to() == {mobile: 1}
+
+
 def test_duplicate_enqueues_and_repeated_batches_send_nothing_twice(
         admin, customers, svc, fake_twilio, run_jobs):
     inc = declare(admin)
