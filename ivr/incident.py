@@ -92,7 +92,11 @@ def _message(value: Any, field: str = "message") -> dict[str, str]:
         return {"ja": str(text)}
     if value is None:
         raise invalid(field, f"{field} is required")
-    return _per_language(value, field)
+    texts = _per_language(value, field)
+    if not texts:  # {} or only nulls: an SMS with no news in it
+        raise invalid(field, f"{field} needs the text in at least one language, e.g. "
+                             '{"ja": "…"}')
+    return texts
 
 
 NEW_FIELDS = ("title", "severity", "status", "scope", "audience", "announcement", "recordings",

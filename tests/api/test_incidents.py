@@ -423,6 +423,9 @@ def test_update_restarts_the_clock_from_the_update_time_and_appends_to_the_timel
         ({"message": ""}, "message"),
         ({"message": "x" * 1001}, "message"),
         ({"message": {"fr": "bonjour"}}, "message.fr"),
+        ({"message": {}}, "message"),
+        ({"message": {"ja": None}}, "message"),
+        ({"message": {"ja": None, "en": None}}, "message"),
         ({"message": "ok", "status": "resolved"}, "status"),
         ({"message": "ok", "eta": "soon"}, "eta"),
         ({"message": "ok", "severity": "minor"}, "severity"),
@@ -477,9 +480,12 @@ def test_a_resolved_incident_takes_no_more_changes(admin, redis, clock):
     assert active(redis, doc["id"]) is None
 
 
-def test_resolve_needs_a_message(admin, redis, clock):
+@pytest.mark.parametrize("body", [{}, {"message": {}}, {"message": {"en": None}}])
+def test_resolve_needs_a_message_and_writes_nothing_without_one(admin, redis, clock, body):
     doc = declare(admin)
-    assert_error(admin.post(f"/api/incidents/{doc['id']}/resolve", json={}), 400, "message")
+    before = {k: redis.dump(k) for k in incident_keys(redis)}
+    assert_error(admin.post(f"/api/incidents/{doc['id']}/resolve", json=body), 400, "message")
+    assert {k: redis.dump(k) for k in incident_keys(redis)} == before
     assert active(redis, doc["id"])["status"] == "investigating"
 
 
