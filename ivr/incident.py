@@ -314,11 +314,15 @@ def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> 
 
 
 def post_update(svc: Services, incident_id: str, update: dict[str, Any], by: str,
-                kind: str = "update") -> tuple[dict[str, Any], dict[str, Any]]:
+                kind: str = "update", *, due: str | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Record a progress update (a supervisor's, or kind 'auto' when the clock ran out with no
-    news) and restart the update clock from now."""
+    news) and restart the update clock from now. An 'auto' entry keeps the `due` it answers,
+    so the clock job, run again after dying half-way, finds its own entry and finishes it."""
     now = svc.now()
     entry: dict[str, Any] = {"kind": kind, "at": _iso(now), "by": by, **update}
+    if due is not None:
+        entry["due"] = due
 
     def mutate(doc: dict[str, Any]) -> dict[str, Any]:
         doc["update_seq"] += 1
@@ -342,7 +346,8 @@ def hold(svc: Services, incident_id: str, due: str, until: datetime) -> dict[str
         doc["next_update_at"] = _iso(until)
         return doc
 
-    entry = {"kind": "held", "at": _iso(svc.now()), "by": "system", "until": _iso(until)}
+    entry = {"kind": "held", "at": _iso(svc.now()), "by": "system", "until": _iso(until),
+             "due": due}
     try:
         return _change(svc, incident_id, mutate, entry)
     except (_Superseded, ApiError):

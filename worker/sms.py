@@ -441,11 +441,17 @@ def confirm_subscription(incident_id: str, phone: str) -> str:
 
 def progress_due(incident_id: str, due: str) -> str:
     """The update clock ran out: hold it to the morning in quiet hours, else tell everyone
-    "引き続き対応中です" with the next time, and re-arm the clock."""
+    "引き続き対応中です" with the next time, and re-arm the clock.
+
+    Run again after dying between recording the update (or the hold) and queueing what
+    follows, it finds the timeline entry it wrote for this `due` and queues the rest: the
+    fan-out and the clock jobs have fixed ids, so nothing is queued twice."""
     svc = worker_services()
     doc = incident.load(svc, incident_id)
-    if doc["status"] == "resolved" or doc.get("next_update_at") != due:
+    if doc["status"] == "resolved":
         return "superseded"
+    if doc.get("next_update_at") != due:
+        return _finish_due(svc, doc, due)
     now = svc.now()
     if cadence.held(svc.flows, doc["severity"], now, svc.tz) > now:
         held = incident.hold(svc, incident_id, due, cadence.quiet_end(svc.flows, now, svc.tz))
@@ -453,10 +459,25 @@ def progress_due(incident_id: str, due: str) -> str:
             progress.schedule(svc, held)
         return "held"
     doc, entry = incident.post_update(svc, incident_id, {"message": dict(AUTO_MESSAGE)},
-                                      "system", kind="auto")
+                                      "system", kind="auto", due=due)
     progress.queue_fan_out(svc, doc, entry["seq"], urgent=True)
     progress.schedule(svc, doc)
     return "sent"
+
+
+def _finish_due(svc: Services, doc: dict[str, Any], due: str) -> str:
+    """The clock job for `due` found the clock moved on: by a newer update ('superseded'),
+    or by its own earlier run, whose entry for `due` is then finished ('sent', 'held') unless
+    a newer update has moved the clock again since."""
+    mine = next((e for e in reversed(doc["timeline"])
+                 if e["kind"] in ("auto", "held") and e.get("due") == due), None)
+    if mine is None or doc.get("next_update_at") != mine.get("next_update_at",
+                                                            mine.get("until")):
+        return "superseded"
+    if mine["kind"] == "auto":
+        progress.queue_fan_out(svc, doc, mine["seq"], urgent=True)
+    progress.schedule(svc, doc)
+    return "sent" if mine["kind"] == "auto" else "held"
 
 
 def remind_supervisor(incident_id: str, due: str) -> str | None:

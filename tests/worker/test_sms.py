@@ -300,6 +300,69 @@ def test_no_news_sends_still_working_with_the_next_time(admin, customers, svc, f
     assert doc["timeline"][-1]["kind"] == "auto"
 
 
+def _fails_once(monkeypatch, name: str) -> None:
+    """progress.`name` raises once, as if Redis went away (or the worker died) right there."""
+    from redis.exceptions import ConnectionError
+
+    from ivr import progress
+
+    real = getattr(progress, name)
+    failed: list[bool] = []
+
+    def fails_once(*args, **kwargs):
+        if not failed:
+            failed.append(True)
+            raise ConnectionError("connection lost")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(progress, name, fails_once)
+
+
+@pytest.mark.parametrize("step", ["queue_fan_out", "schedule"])
+def test_a_clock_job_that_fails_after_posting_its_update_sends_it_and_rearms_when_retried(
+        admin, customers, svc, fake_twilio, run_jobs, clock, release_due_jobs, monkeypatch,
+        step):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    _fails_once(monkeypatch, step)
+    clock.tick(60 * 60)  # 11:00
+    release_due_jobs()
+    run_jobs()  # the update is recorded, then the job fails
+    clock.tick(5)
+    release_due_jobs()
+    run_jobs()  # RQ's retry
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 2
+    assert "引き続き対応中です。" in texts[1]
+    kinds = [e["kind"] for e in admin.get(f"/api/incidents/{inc['id']}").get_json()["timeline"]]
+    assert kinds == ["declared", "auto"]
+    clock.move_to("2026-11-23T03:00:00Z")  # 12:00: the clock still runs
+    release_due_jobs()
+    run_jobs()
+    assert len(bodies(fake_twilio)[JA]) == 3
+
+
+def test_a_clock_job_that_fails_after_holding_for_quiet_hours_rearms_when_retried(
+        admin, customers, svc, fake_twilio, run_jobs, clock, release_due_jobs, monkeypatch):
+    clock.move_to("2026-11-23T10:59:00Z")  # 19:59 in Tokyo
+    declare(admin, scope={"numbers": [JA]}, audience="affected")  # major: due 20:59
+    run_jobs()
+    _fails_once(monkeypatch, "schedule")
+    clock.move_to("2026-11-23T12:00:30Z")  # the job runs late, at 21:00:30: held to 08:00,
+    release_due_jobs()  # then it fails
+    run_jobs()
+    clock.tick(5)
+    release_due_jobs()
+    run_jobs()  # RQ's retry arms 08:00
+    assert len(bodies(fake_twilio)[JA]) == 1
+    clock.move_to("2026-11-23T23:00:00Z")  # 08:00
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 2
+    assert "引き続き対応中です。" in texts[1]
+
+
 def test_supervisor_is_reminded_ten_minutes_before(admin, customers, svc, fake_twilio, run_jobs,
                                                   clock, release_due_jobs):
     admin.put("/api/supervisors", json=[{"name": "高橋", "phone": "+819011110001",
