@@ -44,3 +44,11 @@ def next_due(flows: Flows, severity: str, after: datetime, tz: ZoneInfo) -> date
     """`after` plus the severity's cadence, held to the morning if that lands in quiet hours,
     so next_update_at always says when the next message really goes out."""
     return held(flows, severity, after + flows.cadence(severity), tz)
+
+
+def rescheduled(flows: Flows, severity: str, last: datetime, now: datetime, tz: ZoneInfo
+                ) -> datetime:
+    """When the next update falls due after the severity changed: the new cadence counted
+    from the last update (`last`), at once if that moment has already passed, and held to
+    the morning as next_due holds it."""
+    return held(flows, severity, max(last + flows.cadence(severity), now), tz)

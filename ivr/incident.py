@@ -11,7 +11,7 @@ from typing import Any, Literal, cast, overload
 import redis
 
 from ivr import keys, validate
-from ivr.cadence import next_due
+from ivr.cadence import next_due, rescheduled
 from ivr.customer import LABEL_FORBIDDEN, MAX_LABEL, Customer
 from ivr.errors import ApiError, invalid
 from ivr.lang import LANGS
@@ -293,11 +293,31 @@ def _change(svc: Services, incident_id: str, mutate: Any,
     return cast("dict[str, Any]", result)
 
 
+SENT_KINDS = ("declared", "update", "auto")  # timeline entries that restart the update clock
+
+
+def _last_update_at(svc: Services, doc: Mapping[str, Any]) -> datetime:
+    """When the incident's latest update (or its declaration) was posted. Read while the
+    document is WATCHed: an update landing meanwhile changes the document too, so the
+    transaction runs again and reads its entry."""
+    timeline = cast("list[str]", svc.redis.lrange(keys.incident_timeline(doc["id"]), 0, -1))
+    for raw in reversed(timeline):
+        entry = json.loads(raw)
+        if entry["kind"] in SENT_KINDS and entry.get("seq") == doc["update_seq"]:
+            return datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+    return datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00"))
+
+
 def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:
     """Apply an edit; announcement and recordings merge per language (null removes one), so
-    correcting the Japanese text never drops the English one."""
+    correcting the Japanese text never drops the English one. A new severity moves the next
+    update to its cadence, counted from the latest update (the caller re-arms the clock)."""
 
     def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        if changes.get("severity", doc["severity"]) != doc["severity"]:
+            doc["next_update_at"] = _iso(rescheduled(svc.flows, changes["severity"],
+                                                     _last_update_at(svc, doc), svc.now(),
+                                                     svc.tz))
         for name, value in changes.items():
             if name in ("announcement", "recordings"):
                 merged = {**doc.get(name, {}), **value}

@@ -42,10 +42,13 @@ def show(incident_id: str) -> Response:
 
 @bp.patch("/incidents/<incident_id>")
 def edit(incident_id: str) -> Response:
-    """Change what callers hear (announcement, eta, status, scope, audience) at once."""
+    """Change what callers hear (announcement, eta, status, scope, audience) at once; a new
+    severity re-arms the update clock on its cadence."""
     svc = current_services()
     changes = incident.parse_patch(json_object(request), svc)
-    incident.patch(svc, incident_id, changes, g.admin)
+    doc = incident.patch(svc, incident_id, changes, g.admin)
+    if "severity" in changes:
+        progress.schedule(svc, doc)
     return jsonify(incident.load(svc, incident_id))
 
 

@@ -325,6 +325,60 @@ def test_patch_leaves_the_fields_it_does_not_name(admin, redis, clock):
         assert after[name] == doc[name], name
 
 
+@pytest.mark.parametrize(
+    ("declared_at", "declared", "patched_at", "severity", "next_update"),
+    [
+        # 10:00 minor (due 12:00) made critical at 10:10: 30 minutes from the declaration
+        (NOW, "minor", "2026-11-23T01:10:00Z", "critical", "2026-11-23T01:30:00Z"),
+        # 10:00 critical (due 10:30) made minor at 10:10: 120 minutes from the declaration
+        (NOW, "critical", "2026-11-23T01:10:00Z", "minor", "2026-11-23T03:00:00Z"),
+        # made critical 45 minutes after a minor declaration: overdue, so due at once
+        (NOW, "minor", "2026-11-23T01:45:00Z", "critical", "2026-11-23T01:45:00Z"),
+        # 20:00 critical made major at 20:10: 21:00 is quiet, so 08:00 the next morning
+        ("2026-11-23T11:00:00Z", "critical", "2026-11-23T11:10:00Z", "major",
+         "2026-11-23T23:00:00Z"),
+        # 20:00 major (held to 08:00) made critical at 20:10: 20:30, never held
+        ("2026-11-23T11:00:00Z", "major", "2026-11-23T11:10:00Z", "critical",
+         "2026-11-23T11:30:00Z"),
+    ],
+)
+def test_patching_the_severity_moves_the_next_update_to_its_cadence(
+    admin, redis, svc, clock, declared_at, declared, patched_at, severity, next_update
+):
+    clock.move_to(declared_at)
+    doc = declare(admin, severity=declared)
+    clock.move_to(patched_at)
+
+    response = admin.patch(f"/api/incidents/{doc['id']}", json={"severity": severity})
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["next_update_at"] == next_update
+    assert stored(redis, doc["id"])["next_update_at"] == next_update
+    assert active(redis, doc["id"])["next_update_at"] == next_update
+    due = int(datetime.fromisoformat(next_update).timestamp())
+    assert f"due-{doc['id']}-{due}" in svc.sms_queue.scheduled_job_registry.get_job_ids()
+
+
+def test_patching_the_severity_counts_the_cadence_from_the_latest_update(admin, redis, clock):
+    doc = declare(admin, severity="minor")
+    clock.tick(20 * 60)
+    admin.post(f"/api/incidents/{doc['id']}/updates", json={"message": "原因を特定"})
+    clock.tick(10 * 60)
+
+    response = admin.patch(f"/api/incidents/{doc['id']}", json={"severity": "critical"})
+
+    assert response.get_json()["next_update_at"] == "2026-11-23T01:50:00Z"
+
+
+def test_patching_the_same_severity_keeps_the_next_update(admin, redis, clock):
+    doc = declare(admin, severity="minor")
+    clock.tick(10 * 60)
+
+    response = admin.patch(f"/api/incidents/{doc['id']}", json={"severity": "minor"})
+
+    assert response.get_json()["next_update_at"] == doc["next_update_at"]
+
+
 def test_patch_to_resolved_is_refused_and_changes_nothing(admin, redis, clock):
     doc = declare(admin)
     before = stored(redis, doc["id"])

@@ -363,6 +363,21 @@ def test_a_clock_job_that_fails_after_holding_for_quiet_hours_rearms_when_retrie
     assert "引き続き対応中です。" in texts[1]
 
 
+def test_a_minor_incident_made_critical_sends_its_next_update_on_the_critical_cadence(
+        admin, customers, svc, fake_twilio, run_jobs, clock, release_due_jobs):
+    inc = declare(admin, severity="minor", scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    clock.tick(10 * 60)
+    admin.patch(f"/api/incidents/{inc['id']}", json={"severity": "critical"})
+    clock.move_to("2026-11-23T01:30:00Z")  # 10:30, not 12:00
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 2
+    assert "引き続き対応中です。" in texts[1]
+    assert "次回のお知らせ: 11時00分ごろ" in texts[1]
+
+
 def test_supervisor_is_reminded_ten_minutes_before(admin, customers, svc, fake_twilio, run_jobs,
                                                   clock, release_due_jobs):
     admin.put("/api/supervisors", json=[{"name": "高橋", "phone": "+819011110001",
