@@ -7,7 +7,8 @@ its incident's sms_delivered or sms_failed counter exactly once.
 
 21408 and 30007 are configuration or content problems: the same message would fail for
 everyone, so they halt the rest of that update's fan-out (`halt`) and alert instead of
-retrying. 21408 comes back when the sender job sends; 30007 only in a status callback.
+retrying. 21408 comes back when the sender job sends, and so does any refusal that is not
+about the number (REFUSED_NUMBER_CODES); 30007 only in a status callback.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ COUNTER = {"delivered": "sms_delivered", "undelivered": "sms_failed", "failed": 
 FAILED = ("undelivered", "failed")
 OPT_OUT_CODES = frozenset({21610})
 UNDELIVERABLE_CODES = frozenset({30004, 30005, 30006})
+# What Twilio's answer to a send says is wrong with the number itself (not a valid number,
+# not SMS-capable, landline, unreachable): a failure for this recipient only. 21211, 21614
+# and 21635 are for good, so the number is remembered as undeliverable like 30004-30006;
+# 21610 opts it out. Any other refusal (21408, 21606, 20003 authentication, 20404, a code
+# we do not know) would answer every recipient the same way: it halts the fan-out instead.
+REFUSED_NUMBER_CODES = frozenset({21211, 21610, 21612, 21614, 21635})
+REFUSED_FOR_GOOD_CODES = frozenset({21211, 21614, 21635})
 RETRY_ONCE_CODES = frozenset({30003, 30008})
 HALT_CODES = frozenset({21408, 30007})
 RESEND_DELAY = timedelta(minutes=15)
@@ -173,23 +181,25 @@ def halted(svc: Services, incident_id: str, seq: int | str) -> bool:
 
 def halt(svc: Services, incident_id: str, seq: int | str, code: int, *,
          message_sid: str | None = None) -> bool:
-    """Stop sending the update a message belongs to on a configuration or content problem
-    (HALT_CODES), and say so loudly: sending on blindly would only fail the same way for every
-    recipient. The sender jobs and the sweep check keys.sms_halt before each message; a
-    supervisor resumes by deleting it. A one-off message ('subscribed') only raises the alarm.
-    Returns True when this call set the halt.
+    """Stop sending the update a message belongs to on an account, configuration or content
+    problem (HALT_CODES, or a send refused for anything but the number), and say so loudly:
+    sending on blindly would only fail the same way for every recipient. The sender jobs and
+    the sweep check keys.sms_halt before each message; a supervisor resumes by deleting it
+    (and queueing worker.sms.sweep for the update). A one-off message ('subscribed') only
+    raises the alarm. Returns True when this call set the halt.
     """
     update = update_of(seq)
     if update is None:
         log.error("sms refused for its content or configuration incident=%s message=%s "
-                  "code=%s message_sid=%s: check the sender number, geo permissions and "
-                  "message content", incident_id, seq, code, message_sid or "-")
+                  "code=%s message_sid=%s: check the account, sender number, geo "
+                  "permissions and message content", incident_id, seq, code, message_sid or "-")
         return False
     if not svc.redis.set(keys.sms_halt(incident_id, update), str(code), nx=True,
                          ex=keys.SMS_TTL):
         return False
     log.error("sms fan-out halted incident=%s seq=%s code=%s message_sid=%s: check the "
-              "sender number, geo permissions and message content, then resume", incident_id,
+              "account, sender number, geo permissions and message content, then resume",
+              incident_id,
               update, code, message_sid or "-")
     return True
 

@@ -17,7 +17,15 @@ from rq.exceptions import DuplicateJobError
 from twilio.base.exceptions import TwilioRestException
 
 from ivr import cadence, customer, incident, keys, progress, supervisor
-from ivr.delivery import HALT_CODES, RANK, StatusCallback, halt, halted, record_status
+from ivr.delivery import (
+    RANK,
+    REFUSED_FOR_GOOD_CODES,
+    REFUSED_NUMBER_CODES,
+    StatusCallback,
+    halt,
+    halted,
+    record_status,
+)
 from ivr.optout import opt_out, optout_url
 from ivr.phone import is_mobile, mask
 from ivr.ratelimit import SegmentRate
@@ -28,7 +36,6 @@ from worker import retryable, worker_services
 
 log = logging.getLogger(__name__)
 
-PERMANENT = {21211, 21610, 21614, 21635}
 BATCH_RETRY = Retry(max=5, interval=[5, 15, 60, 120, 300])
 SCAN_COUNT = 1000
 ENQUEUE_CHUNK = 500
@@ -395,15 +402,18 @@ def _release(svc: Services, claim: str, held: str, incident_id: str, failed: str
 
 def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim: str,
              held: str, e: TwilioRestException) -> str:
-    """Twilio said no: permanent for this number, or a problem that must stop the fan-out."""
+    """Twilio said no: about this number (failed; remembered when it is for good), or about
+    the account, sender or message, which must stop the fan-out until ops have looked."""
     code = int(e.code or 0)
-    if code in HALT_CODES:
+    if code not in REFUSED_NUMBER_CODES:
         _release(svc, claim, held, incident_id)  # not sent: a resumed fan-out may send it
         halt(svc, incident_id, seq, code)
         return "halted"
     _release(svc, claim, held, incident_id, failed=f"failed:{code}")
     if code == 21610:
         opt_out(svc, phone, "twilio-21610")
+    elif code in REFUSED_FOR_GOOD_CODES:
+        svc.redis.sadd(keys.sms_undeliverable(), phone)
     log.info("sms refused for this number code=%s to=%s", code, mask(phone))
     return "failed"
 

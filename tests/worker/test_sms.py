@@ -252,6 +252,49 @@ def test_21408_halts_the_fan_out_and_keeps_the_rest_unsent(admin, customers, svc
         assert not svc.redis.exists(keys.sms_claim(inc["id"], 0, phone))
 
 
+@pytest.mark.parametrize("code", [21211, 21614, 21635])
+def test_a_number_twilio_refuses_for_good_is_not_tried_again_by_later_updates(
+        admin, customers, svc, fake_twilio, run_jobs, code):
+    fake_twilio.fail_next.append((400, code))
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "調査中です。"})
+    run_jobs()
+    assert len(fake_twilio.messages_sent()) == 1
+    assert svc.redis.sismember(keys.sms_undeliverable(), JA)
+
+
+def test_a_number_twilio_cannot_reach_now_is_tried_again_by_the_next_update(
+        admin, customers, svc, fake_twilio, run_jobs):
+    fake_twilio.fail_next.append((400, 21612))
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "調査中です。"})
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1}
+    assert svc.redis.get(keys.sms_claim(inc["id"], 0, JA)) == "failed:21612"
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, 20003), (400, 21606), (404, 20404),
+                                              (400, 99999)])
+def test_a_refusal_not_about_the_number_halts_the_fan_out_for_a_resume(
+        admin, customers, svc, fake_twilio, run_jobs, status, code):
+    fake_twilio.fail_next.extend([(status, code)] * 3)
+    inc = declare(admin)
+    run_jobs()
+    assert len(fake_twilio.messages_sent()) == 1
+    assert svc.redis.get(keys.sms_halt(inc["id"], 0)) == str(code)
+    for phone in (JA, EN, VIP):
+        assert not svc.redis.exists(keys.sms_claim(inc["id"], 0, phone))
+    assert admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]["sms_failed"] == 0
+    assert svc.redis.scard(keys.sms_undeliverable()) == 0
+    fake_twilio.fail_next.clear()  # ops fixed the account, and resume
+    svc.redis.delete(keys.sms_halt(inc["id"], 0))
+    svc.sms_queue.enqueue("worker.sms.sweep", inc["id"], 0, 1)
+    run_jobs()
+    assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
+
+
 def test_announcement_over_the_segment_limit_is_refused_and_nothing_written(admin, svc):
     before = svc.redis.dbsize()
     response = admin.post("/api/incidents", json={
