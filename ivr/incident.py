@@ -11,7 +11,7 @@ from typing import Any, Literal, cast, overload
 import redis
 
 from ivr import keys, validate
-from ivr.cadence import next_due, rescheduled
+from ivr.cadence import held, next_due, rescheduled
 from ivr.customer import LABEL_FORBIDDEN, MAX_LABEL, Customer
 from ivr.errors import ApiError, invalid
 from ivr.lang import LANGS
@@ -297,14 +297,15 @@ SENT_KINDS = ("declared", "update", "auto")  # timeline entries that restart the
 
 
 def _last_update_at(svc: Services, doc: Mapping[str, Any]) -> datetime:
-    """When the incident's latest update (or its declaration) was posted. Read while the
-    document is WATCHed: an update landing meanwhile changes the document too, so the
-    transaction runs again and reads its entry."""
+    """When the incident's latest update (or its declaration) went out, or goes out if held
+    for quiet hours. Read while the document is WATCHed: an update landing meanwhile changes
+    the document too, so the transaction runs again and reads its entry."""
     timeline = cast("list[str]", svc.redis.lrange(keys.incident_timeline(doc["id"]), 0, -1))
     for raw in reversed(timeline):
         entry = json.loads(raw)
         if entry["kind"] in SENT_KINDS and entry.get("seq") == doc["update_seq"]:
-            return datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+            sent = entry.get("held_until") or entry["at"]
+            return datetime.fromisoformat(sent.replace("Z", "+00:00"))
     return datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00"))
 
 
@@ -337,8 +338,10 @@ def post_update(svc: Services, incident_id: str, update: dict[str, Any], by: str
                 kind: str = "update", *, due: str | None = None
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Record a progress update (a supervisor's, or kind 'auto' when the clock ran out with no
-    news) and restart the update clock from now. An 'auto' entry keeps the `due` it answers,
-    so the clock job, run again after dying half-way, finds its own entry and finishes it."""
+    news) and restart the update clock from when it goes out: now, or for a routine update
+    held for quiet hours (`held_until` on its entry) the end of them, so the automatic update
+    does not go out beside it that morning. An 'auto' entry keeps the `due` it answers, so
+    the clock job, run again after dying half-way, finds its own entry and finishes it."""
     now = svc.now()
     entry: dict[str, Any] = {"kind": kind, "at": _iso(now), "by": by, **update}
     if due is not None:
@@ -348,7 +351,12 @@ def post_update(svc: Services, incident_id: str, update: dict[str, Any], by: str
         doc["update_seq"] += 1
         doc.update({k: v for k, v in update.items() if k in ("eta", "status")})
         doc["latest_update"] = update["message"]
-        doc["next_update_at"] = _iso(next_due(svc.flows, doc["severity"], now, svc.tz))
+        goes_out = held(svc.flows, doc["severity"], now, svc.tz)
+        if goes_out > now:
+            entry["held_until"] = _iso(goes_out)
+        else:
+            entry.pop("held_until", None)
+        doc["next_update_at"] = _iso(next_due(svc.flows, doc["severity"], goes_out, svc.tz))
         entry.update(status=doc["status"], eta=doc["eta"], next_update_at=doc["next_update_at"])
         return doc
 

@@ -370,6 +370,17 @@ def test_patching_the_severity_counts_the_cadence_from_the_latest_update(admin, 
     assert response.get_json()["next_update_at"] == "2026-11-23T01:50:00Z"
 
 
+def test_patching_the_severity_counts_from_when_a_held_update_goes_out(admin, redis, clock):
+    doc = declare(admin)  # major
+    clock.move_to("2026-11-23T13:00:00Z")  # 22:00: the update is held to 08:00
+    admin.post(f"/api/incidents/{doc['id']}/updates", json={"message": "原因を特定"})
+    clock.tick(10 * 60)
+
+    response = admin.patch(f"/api/incidents/{doc['id']}", json={"severity": "minor"})
+
+    assert response.get_json()["next_update_at"] == "2026-11-24T01:00:00Z"  # 10:00
+
+
 def test_patching_the_same_severity_keeps_the_next_update(admin, redis, clock):
     doc = declare(admin, severity="minor")
     clock.tick(10 * 60)

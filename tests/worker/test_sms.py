@@ -459,6 +459,32 @@ def test_quiet_hours_hold_routine_updates_but_not_first_reports(admin, customers
     assert "調査を継続しています。" in texts[1]
 
 
+def test_an_update_held_for_quiet_hours_restarts_the_clock_from_the_morning(
+        admin, customers, svc, fake_twilio, run_jobs, clock, release_due_jobs):
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")  # major, 10:00
+    run_jobs()
+    clock.move_to("2026-11-23T13:00:00Z")  # 22:00 in Tokyo
+    response = admin.post(f"/api/incidents/{inc['id']}/updates",
+                          json={"message": "原因を特定しました。"})
+    assert response.get_json()["incident"]["next_update_at"] == "2026-11-24T00:00:00Z"
+    assert response.get_json()["update"]["held_until"] == "2026-11-23T23:00:00Z"
+    run_jobs()
+    clock.move_to("2026-11-23T23:00:30Z")  # 08:00:30: the held update, and nothing else
+    for _ in range(2):
+        release_due_jobs()
+        run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 2
+    assert "原因を特定しました。" in texts[1]
+    assert "次回のお知らせ: 9時00分ごろ" in texts[1]
+    clock.move_to("2026-11-24T00:00:00Z")  # 09:00: no news since, so the automatic update
+    release_due_jobs()
+    run_jobs()
+    texts = bodies(fake_twilio)[JA]
+    assert len(texts) == 3
+    assert "引き続き対応中です。" in texts[2]
+
+
 def test_critical_updates_and_closing_messages_ignore_quiet_hours(admin, customers, svc,
                                                                  fake_twilio, run_jobs, clock,
                                                                  release_due_jobs):
