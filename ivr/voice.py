@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 DIGITS = re.compile(r"^[0-9*#]{1,10}$")
+TURN = re.compile(r"^[0-9]{1,4}$")
 RESERVATION = re.compile(r"^WR[0-9a-fA-F]{32}$")
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 
@@ -173,7 +174,8 @@ def gather_result() -> Response:
         if said["purpose"] == "sms" and call.call_sid:
             from ivr.voice_sms import toggle_sms
 
-            return twiml(toggle_sms(svc, call.call_sid))
+            turn = request.args.get("turn", "")
+            return twiml(toggle_sms(svc, call.call_sid, int(turn) if TURN.match(turn) else 0))
         intent = svc.lexicon.classify(said["transcript"], said["digits"])
         said["intent"] = ",".join(sorted(intent.labels))
         said["intent_phrases"] = " | ".join(intent.matched)[:300]

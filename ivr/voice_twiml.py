@@ -26,13 +26,17 @@ def say(vr: VoiceResponse | Gather, text: str, voice: Voice, *, fallback: bool =
 
 
 def gather(vr: VoiceResponse, flows: Flows, voice: Voice, prompt: str,
-           hints: list[str] | None = None) -> Gather:
+           hints: list[str] | None = None, *, turn: int = 0) -> Gather:
     """Speech and keys together; speech_timeout 'auto' only without a speech model; `hints`
-    (from the intent lexicon) help the recogniser with the phrases that matter."""
+    (from the intent lexicon) help the recogniser with the phrases that matter. `turn`
+    numbers the menus one call has heard (the first is 0) and goes in the action URL, so a
+    Twilio retry of the answer is told from a key pressed again in a later menu."""
     settings = flows.call["gather"]
+    action = callback_url("voice.gather_result", turn=turn) if turn \
+        else callback_url("voice.gather_result")
     options: dict[str, Any] = {
         "input": "speech dtmf",
-        "action": callback_url("voice.gather_result"),
+        "action": action,
         "method": "POST",
         "language": voice.tts_language,
         "timeout": settings["timeout"],

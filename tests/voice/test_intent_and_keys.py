@@ -108,8 +108,27 @@ def test_key_9_stops_then_restarts_sms_for_the_caller(twilio_post, svc):
     assert root[0].text.startswith("SMSでのお知らせを停止いたしました。")
     assert svc.redis.sismember(keys.sms_optout(), CALLER)
     assert svc.redis.zscore(keys.waiting(), sid) is None
-    root = parse_twiml(twilio_post("/voice/gather", CallSid=sid, Digits="9"))
+    action = root[1].get("action")
+    assert action == f"{PUBLIC_BASE_URL}/voice/gather?turn=1"
+    root = parse_twiml(twilio_post(action.removeprefix(PUBLIC_BASE_URL), CallSid=sid,
+                                   Digits="9"))
     assert root[0].text == "SMSでのお知らせを再開いたしました。"
+    assert not svc.redis.sismember(keys.sms_optout(), CALLER)
+    assert root[1].get("action") == f"{PUBLIC_BASE_URL}/voice/gather?turn=2"
+
+
+def test_key_9_retried_by_twilio_is_answered_again_without_flipping(twilio_post, svc):
+    add_customer(svc, CALLER)
+    sid = start_call(twilio_post)
+    first = parse_twiml(twilio_post("/voice/gather", CallSid=sid, Digits="9"))
+    again = parse_twiml(twilio_post("/voice/gather", CallSid=sid, Digits="9"))  # the retry
+    assert first[0].text.startswith("SMSでのお知らせを停止いたしました。")
+    assert again[0].text == first[0].text
+    assert again[1].get("action") == f"{PUBLIC_BASE_URL}/voice/gather?turn=1"
+    assert svc.redis.sismember(keys.sms_optout(), CALLER)
+    later = parse_twiml(twilio_post("/voice/gather?turn=1", CallSid=sid, Digits="9"))
+    retried_later = parse_twiml(twilio_post("/voice/gather?turn=1", CallSid=sid, Digits="9"))
+    assert later[0].text == retried_later[0].text == "SMSでのお知らせを再開いたしました。"
     assert not svc.redis.sismember(keys.sms_optout(), CALLER)
 
 
