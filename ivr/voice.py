@@ -78,7 +78,7 @@ def unexpected(e: Exception) -> Response | HTTPException:
                   request.form.get("CallSid", "-")[:64])
     if request.endpoint == "voice.agent_line":
         return twiml(operator_degraded(current_services()))
-    if request.endpoint == "voice.status":
+    if request.endpoint in ("voice.status", "voice.agent_rejoin"):
         return twiml(VoiceResponse())
     return twiml(degraded(current_services()))
 
@@ -228,7 +228,15 @@ def queue_wait() -> Response:
 @twilio_signed
 def connecting() -> Response:
     """Played to the caller only, just before an operator joins (<Queue url>, or the REST
-    redirect out of the queue, which adds ?join=1 to meet in the caller's conference)."""
+    redirect out of the queue, which adds ?join=1 to meet in the caller's conference).
+
+    Either way the caller is now with an operator, so an escalation must not move them away
+    from one: the call is marked connected. Without ?join=1 the operator's <Dial><Queue>
+    bridges the two directly, outside the conference; in TaskRouter mode the call record
+    notes that as `bridge` 'queue', so that an escalation brings both into the room (the
+    operator's <Dial action> follows the caller there, see agent_rejoin). The Redis-down
+    operator line's bridge has no such action, so its caller stays where they are.
+    """
     call = calls.CallInfo.parse(request.form)
     svc = current_services()
     lang = svc.flows.default_language
@@ -237,6 +245,10 @@ def connecting() -> Response:
         lang = record["lang"] if record else lang
         if record and request.args.get("join") == "1":
             calls.mark(svc, call.call_sid, state="connected")
+        elif record and record.get("state") != "completed":
+            direct = current_app.config["TWILIO_WORKFLOW_SID"] and not record.get("bridge")
+            bridge = {"bridge": "queue"} if direct else {}  # a retry keeps a later 'conference'
+            calls.mark(svc, call.call_sid, state="connected", **bridge)
     except redis.RedisError:
         log.warning("redis unavailable in connecting call_sid=%s", call.call_sid)
     vr = VoiceResponse()
@@ -323,10 +335,35 @@ def agent_whisper() -> Response:
         record = None
     if record:
         say(vr, _whisper(svc, record, lang), svc.flows.voice(lang))
-    dial = Dial()
+    dial = Dial(action=callback_url("voice.agent_rejoin", call=caller_sid), method="POST") \
+        if caller_sid else Dial()
     dial.queue(svc.flows.queue_name, reservation_sid=reservation,
                url=callback_url("voice.connecting"))
     vr.append(dial)
+    return twiml(vr)
+
+
+@bp.post("/agent-rejoin")
+@twilio_signed
+def agent_rejoin() -> Response:
+    """TaskRouter mode, the operator's <Dial action> (?call=CA…): the direct bridge to the
+    caller has ended. When an escalation took the caller into their conference (`bridge`
+    'conference'), the operator follows to hand over to the SV in the room; otherwise the
+    caller hung up and the operator's leg ends too."""
+    svc = current_services()
+    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    vr = VoiceResponse()
+    try:
+        record = calls.get(svc, caller_sid) if caller_sid else None
+    except redis.RedisError:
+        log.warning("redis unavailable in agent-rejoin call_sid=%s", caller_sid)
+        record = None
+    if record and record.get("bridge") == "conference" and record.get("state") != "completed":
+        log.info("operator follows caller into the conference call_sid=%s agent_call_sid=%s",
+                 caller_sid, request.form.get("CallSid", "-")[:64])
+        return twiml(conference(vr, caller_sid, svc.flows.call["queue"]["hold_music"],
+                                caller=False))
+    vr.hangup()
     return twiml(vr)
 
 
@@ -359,13 +396,14 @@ def fallback() -> Response:
 
 
 def transfer_or_requeue(svc: Services, vr: VoiceResponse, call_sid: str, lang: str,
-                        trigger: str, state: str) -> VoiceResponse:
+                        trigger: str, state: str, *, with_operator: bool = False
+                        ) -> VoiceResponse:
     """The caller's side of a warm transfer: a cushion sentence, then the conference named
     after their CallSid with hold music until the SV joins; with nobody on call, the front of
-    the queue instead."""
+    the queue instead, unless their operator is coming into the room with them."""
     from ivr.voice_sv import priority_queue
 
-    if state == "exhausted":
+    if state == "exhausted" and not with_operator:
         return priority_queue(svc, call_sid, lang, vr)
     speak(svc, vr, "transfer_cushion", lang, trigger=trigger)
     conference(vr, call_sid, svc.flows.call["queue"]["hold_music"], caller=True)

@@ -134,7 +134,8 @@ def escalation_status() -> Response:
 @bp.post("/transfer")
 @twilio_signed
 def transfer() -> Response:
-    """The REST redirect when an operator escalates a caller who is still waiting: the
+    """The REST redirect when an operator escalates a caller who is still waiting, or one
+    TaskRouter bridged to them directly (the operator follows, /voice/agent-rejoin): the
     cushion sentence, then the caller's conference until the SV joins."""
     svc = current_services()
     sid = calls.CallInfo.parse(request.form).call_sid
@@ -144,7 +145,8 @@ def transfer() -> Response:
     trigger = request.args.get("trigger", "operator")
     trigger = trigger if trigger in escalation.TRIGGERS else "operator"
     return twiml(transfer_or_requeue(svc, VoiceResponse(), sid, record["lang"], trigger,
-                                     record.get("esc_state", "")))
+                                     record.get("esc_state", ""),
+                                     with_operator=record.get("esc_with_operator") == "1"))
 
 
 @bp.post("/requeue")

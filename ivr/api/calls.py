@@ -68,7 +68,9 @@ def show_call(call_sid: str) -> Response:
 @bp.post("/calls/<call_sid>/escalate")
 def escalate(call_sid: str) -> tuple[Response, int]:
     """An operator hands the call up: the SV is rung with the context and the note; a caller
-    still waiting is moved into their conference first."""
+    still waiting is moved into their conference first, and so is one TaskRouter bridged to
+    their operator directly, whose operator follows (/voice/agent-rejoin), never left
+    behind."""
     svc = current_services()
     body = validate.json_object(request)
     validate.only_fields(body, ("reason", "note"))
@@ -82,9 +84,12 @@ def escalate(call_sid: str) -> tuple[Response, int]:
     if not supervisor.candidates(svc, str(reason)):
         raise ApiError(409, "no_supervisor", f"no supervisor on call for {reason}; check "
                                              "GET /api/supervisors", "reason")
-    move = record.get("state") in MOVABLE
+    bridged = record.get("state") == "connected" and record.get("bridge") == "queue"
+    move = record.get("state") in MOVABLE or bridged
     escalation.start(svc, call_sid, trigger="operator", reason=reason, raised_by=g.admin,
                      note=note)
+    if bridged:  # TaskRouter's direct bridge: the operator's leg follows to the room
+        call.mark(svc, call_sid, bridge="conference")
     if move:
         svc.queue.enqueue("worker.calls.redirect_call", call_sid,
                           public_url(svc.config, "/voice/transfer", trigger="operator"),

@@ -80,6 +80,69 @@ def test_a_waiting_caller_is_moved_into_a_conference_first(admin, roster, twilio
     assert root[1].find("Conference").text == sid
 
 
+@pytest.fixture
+def taskrouter_post(config, svc):
+    """twilio_post against an app in TaskRouter mode (TWILIO_WORKFLOW_SID set)."""
+    from ivr import create_app
+    from tests.conftest import sign
+
+    client = create_app({**config, "TWILIO_WORKFLOW_SID": "WW" + "c" * 32},
+                        services=svc).test_client()
+
+    def post(path, **form):
+        return client.post(path, data=form, headers={
+            "X-Twilio-Signature": sign(PUBLIC_BASE_URL + path, form)})
+
+    return post
+
+
+def test_taskrouter_bridged_caller_meets_the_sv_with_their_operator(admin, roster, svc,
+                                                                   taskrouter_post,
+                                                                   fake_twilio, run_jobs):
+    sid = waiting_caller(taskrouter_post, svc)
+    operator_leg = new_sid()
+    whisper = parse_twiml(taskrouter_post(
+        f"/voice/agent-whisper?reservation=WR{'d' * 32}&call={sid}", CallSid=operator_leg))
+    assert whisper.find("Dial").attrib["action"] == \
+        f"{PUBLIC_BASE_URL}/voice/agent-rejoin?call={sid}"
+    taskrouter_post("/voice/connecting", CallSid=sid, DequeingCallSid=operator_leg)
+    assert svc.redis.hget(keys.call(sid), "state") == "connected"
+
+    response = admin.post(f"/api/calls/{sid}/escalate", json={"reason": "money"})
+    assert response.status_code == 202, response.get_json()
+    assert svc.redis.hget(keys.call(sid), "esc_with_operator") == "1"
+    run_jobs()
+    moves = fake_twilio.calls_updated()
+    assert [m.path.rsplit("/", 1)[1] for m in moves] == [f"{sid}.json"]
+    assert moves[0].one("Url") == f"{PUBLIC_BASE_URL}/voice/transfer?trigger=operator"
+    assert [leg.one("To") for leg in fake_twilio.calls_created()] == [BILLING]
+
+    # the bridge ends: the operator's <Dial action> takes them into the caller's room
+    rejoin = parse_twiml(taskrouter_post(f"/voice/agent-rejoin?call={sid}",
+                                         CallSid=operator_leg, DialCallStatus="completed"))
+    assert verbs(rejoin) == ["Dial"]
+    room = rejoin[0].find("Conference")
+    assert room.text == sid
+    assert room.attrib["startConferenceOnEnter"] == "true"
+    assert room.attrib["endConferenceOnExit"] == "false"
+    caller = parse_twiml(taskrouter_post("/voice/transfer?trigger=operator", CallSid=sid))
+    assert verbs(caller) == ["Say", "Dial", "Say"]
+    assert caller[1].find("Conference").text == sid
+    joined = parse_twiml(taskrouter_post(f"/voice/sv-connect?call={sid}&attempt=0",
+                                         Digits="1"))
+    assert joined[1].find("Conference").attrib["endConferenceOnExit"] == "false"
+
+
+def test_taskrouter_operator_leg_ends_when_the_caller_hangs_up(admin, roster, svc,
+                                                              taskrouter_post):
+    sid = waiting_caller(taskrouter_post, svc)
+    taskrouter_post("/voice/connecting", CallSid=sid)
+    taskrouter_post("/voice/status", CallSid=sid, CallStatus="completed")
+    rejoin = parse_twiml(taskrouter_post(f"/voice/agent-rejoin?call={sid}",
+                                         CallSid=new_sid(), DialCallStatus="completed"))
+    assert verbs(rejoin) == ["Hangup"]
+
+
 def test_outcome_reaches_the_operator_who_raised_it(admin, roster, twilio_post, svc, run_jobs):
     sid = caller_with_operator(twilio_post, svc)
     admin.post(f"/api/calls/{sid}/escalate", json={"reason": "manager", "note": "強いご不満"})
