@@ -150,7 +150,7 @@ def test_operator_takes_the_highest_priority_caller_and_hears_context(admin, twi
     # Twilio then fetches that URL for the caller: a cushion sentence and the same room
     root = parse_twiml(twilio_post("/voice/connecting?join=1", CallSid=vip))
     assert verbs(root) == ["Say", "Dial"]
-    assert root[0].text == "お待たせいたしました。担当者におつなぎします。"
+    assert root[0].text == "お待たせいたしました。担当者におつなぎいたします。"
     conf = root[1].find("Conference")
     assert conf.text == vip
     assert conf.attrib["startConferenceOnEnter"] == "false"
