@@ -7,8 +7,8 @@ its incident's sms_delivered or sms_failed counter exactly once.
 
 21408 and 30007 are configuration or content problems: the same message would fail for
 everyone, so they halt the rest of that update's fan-out (`halt`) and alert instead of
-retrying. 21408 comes back when the sender job sends, and so does any refusal that is not
-about the number (REFUSED_NUMBER_CODES); 30007 only in a status callback.
+retrying. 21408 comes back when the sender job sends, and so does every refusal about the
+account, the sender or the message (SENDER_REFUSAL_CODES); 30007 only in a status callback.
 """
 
 from __future__ import annotations
@@ -36,12 +36,18 @@ COUNTER = {"delivered": "sms_delivered", "undelivered": "sms_failed", "failed": 
 FAILED = ("undelivered", "failed")
 OPT_OUT_CODES = frozenset({21610})
 UNDELIVERABLE_CODES = frozenset({30004, 30005, 30006})
-# What Twilio's answer to a send says is wrong with the number itself (not a valid number,
-# not SMS-capable, landline, unreachable): a failure for this recipient only. 21211, 21614
-# and 21635 are for good, so the number is remembered as undeliverable like 30004-30006;
-# 21610 opts it out. Any other refusal (21408, 21606, 20003 authentication, 20404, a code
-# we do not know) would answer every recipient the same way: it halts the fan-out instead.
+# What Twilio's answer to a send says is wrong with the account, the sender or the message
+# (authentication, a sender that cannot send SMS or is not ours, a region not enabled, an
+# empty or too long body): every recipient would be answered the same way, so the fan-out
+# halts (`halt`) until ops have looked. Any other refusal is taken as about the number (not
+# a valid number, not SMS-capable, landline, unreachable, the sender's own number, codes we
+# do not know): a failure for this recipient only, so one odd number cannot stop an update
+# for everyone. 21211, 21614 and 21635 are for good: the number is remembered as
+# undeliverable like 30004-30006; 21610 opts it out. An HTTP 401 or 403 halts whatever its
+# code says.
+SENDER_REFUSAL_CODES = frozenset({20003, 20404, 21408, 21602, 21606, 21617, 21659, 21660})
 REFUSED_NUMBER_CODES = frozenset({21211, 21610, 21612, 21614, 21635})
+"""The refusals about a number that Twilio documents; any other is logged as a warning."""
 REFUSED_FOR_GOOD_CODES = frozenset({21211, 21614, 21635})
 RETRY_ONCE_CODES = frozenset({30003, 30008})
 HALT_CODES = frozenset({21408, 30007})

@@ -21,6 +21,7 @@ from ivr.delivery import (
     RANK,
     REFUSED_FOR_GOOD_CODES,
     REFUSED_NUMBER_CODES,
+    SENDER_REFUSAL_CODES,
     StatusCallback,
     halt,
     halted,
@@ -405,7 +406,7 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
     """Twilio said no: about this number (failed; remembered when it is for good), or about
     the account, sender or message, which must stop the fan-out until ops have looked."""
     code = int(e.code or 0)
-    if code not in REFUSED_NUMBER_CODES:
+    if code in SENDER_REFUSAL_CODES or e.status in (401, 403):
         _release(svc, claim, held, incident_id)  # not sent: a resumed fan-out may send it
         halt(svc, incident_id, seq, code)
         return "halted"
@@ -414,7 +415,8 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
         opt_out(svc, phone, "twilio-21610")
     elif code in REFUSED_FOR_GOOD_CODES:
         svc.redis.sadd(keys.sms_undeliverable(), phone)
-    log.info("sms refused for this number code=%s to=%s", code, mask(phone))
+    log.log(logging.INFO if code in REFUSED_NUMBER_CODES else logging.WARNING,
+            "sms refused for this number code=%s to=%s", code, mask(phone))
     return "failed"
 
 

@@ -276,7 +276,7 @@ def test_a_number_twilio_cannot_reach_now_is_tried_again_by_the_next_update(
 
 
 @pytest.mark.parametrize(("status", "code"), [(401, 20003), (400, 21606), (404, 20404),
-                                              (400, 99999)])
+                                              (400, 21408), (403, 99999)])
 def test_a_refusal_not_about_the_number_halts_the_fan_out_for_a_resume(
         admin, customers, svc, fake_twilio, run_jobs, status, code):
     fake_twilio.fail_next.extend([(status, code)] * 3)
@@ -293,6 +293,22 @@ def test_a_refusal_not_about_the_number_halts_the_fan_out_for_a_resume(
     svc.sms_queue.enqueue("worker.sms.sweep", inc["id"], 0, 1)
     run_jobs()
     assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
+
+
+@pytest.mark.parametrize("code", [21266, 21265, 21611, 99999])
+def test_a_refusal_of_one_odd_number_fails_that_number_and_the_others_get_theirs(
+        admin, customers, svc, fake_twilio, run_jobs, code):
+    """The sender's own number, a short code, a code Twilio adds tomorrow: about that number
+    only, so the rest of the update still goes out and nothing waits for a resume."""
+    fake_twilio.fail_next.append((400, code))
+    inc = declare(admin)
+    run_jobs()
+    assert not svc.redis.exists(keys.sms_halt(inc["id"], 0))
+    assert len(fake_twilio.messages_sent()) == 3
+    failed = [p for p in (JA, EN, VIP)
+              if svc.redis.get(keys.sms_claim(inc["id"], 0, p)) == f"failed:{code}"]
+    assert len(failed) == 1
+    assert not svc.redis.sismember(keys.sms_undeliverable(), failed[0])
 
 
 def test_announcement_over_the_segment_limit_is_refused_and_nothing_written(admin, svc):
