@@ -94,8 +94,9 @@ redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
 return nxt
 """
 
-# The SV pressed 1: accept if this attempt is still the live one. KEYS: call, log, metrics
-# escalations; ARGV: attempt, now iso, now epoch.
+# The SV pressed 1: accept if this attempt is still the live one, and note the SV leg that
+# did (a retried key press from it joins again). KEYS: call, log, metrics escalations;
+# ARGV: attempt, now iso, now epoch, the SV leg's CallSid.
 _ACCEPT = """
 local state = redis.call('HGET', KEYS[1], 'esc_state')
 if state ~= 'dialing' and state ~= 'ringing' then return 0 end
@@ -104,7 +105,8 @@ redis.call('HINCRBY', KEYS[3], (redis.call('HGET', KEYS[1], 'esc_reason') or '')
   1)  -- metrics
 local started = tonumber(redis.call('HGET', KEYS[1], 'esc_started_epoch') or ARGV[3])
 redis.call('HSET', KEYS[1], 'esc_state', 'accepted', 'esc_joined_at', ARGV[2],
-  'esc_wait_seconds', tostring(math.floor(tonumber(ARGV[3]) - started)))
+  'esc_wait_seconds', tostring(math.floor(tonumber(ARGV[3]) - started)),
+  'esc_accepted_leg', ARGV[4])
 redis.call('RPUSH', KEYS[2], cjson.encode({attempt = tonumber(ARGV[1]), result = 'accepted',
   at = ARGV[2], sv = redis.call('HGET', KEYS[1], 'esc_sv_name') or ''}))
 redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
@@ -269,11 +271,14 @@ def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | No
     return int(nxt)
 
 
-def accept(svc: Services, call_sid: str, attempt: int) -> bool:
+def accept(svc: Services, call_sid: str, attempt: int, leg_sid: str) -> bool:
+    """The SV on leg `leg_sid` takes the call, if `attempt` is still the live one. The leg
+    is noted here, from the key press itself: the dial-out may not have recorded its
+    CallSid (an answer that timed out, a worker that died after placing the call)."""
     now = svc.now()
     return bool(svc.eval(_ACCEPT, 3, keys.call(call_sid), keys.escalation_log(call_sid),
                          keys.metrics_escalations(), attempt, now.isoformat(),
-                         int(now.timestamp())))
+                         int(now.timestamp()), leg_sid))
 
 
 def mark_answered(svc: Services, call_sid: str, attempt: int) -> bool:

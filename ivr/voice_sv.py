@@ -41,7 +41,7 @@ def _accepted_by(record: dict[str, Any], attempt: int, leg_sid: str) -> bool:
     """This SV leg already accepted this attempt: Twilio retried its key press, and the SV
     must be joined again rather than hung up on."""
     return (record.get("esc_state") == "accepted" and record.get("esc_attempt") == str(attempt)
-            and bool(leg_sid) and record.get("esc_sv_call_sid") == leg_sid)
+            and bool(leg_sid) and record.get("esc_accepted_leg") == leg_sid)
 
 
 def _closed(svc: Services, lang: str) -> Response:
@@ -97,7 +97,7 @@ def sv_connect() -> Response:
     vr = VoiceResponse()
     if digits == "1":
         leg_sid = request.form.get("CallSid", "")[:64]
-        if escalation.accept(svc, sid, attempt):
+        if escalation.accept(svc, sid, attempt, leg_sid):
             log.info("supervisor joined call_sid=%s attempt=%s sv_call_sid=%s", sid, attempt,
                      leg_sid or "-")
         else:

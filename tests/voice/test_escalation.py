@@ -539,6 +539,23 @@ def test_a_retried_key_press_joins_the_accepting_sv_again(roster, twilio_post, s
     assert verbs(other) == ["Say", "Hangup"]
 
 
+def test_a_retried_key_press_joins_again_when_the_dial_out_never_learned_its_leg(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs):
+    """The dial-out's answer timed out (or its worker died after placing the call), so the
+    record has no leg CallSid: the leg that pressed 1 is the one that accepted."""
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    leg_sid = svc.redis.hget(keys.call(sid), "esc_sv_call_sid")
+    svc.redis.hdel(keys.call(sid), "esc_sv_call_sid")
+    path = f"/voice/sv-connect?call={sid}&attempt=0"
+    assert verbs(parse_twiml(twilio_post(path, Digits="1", CallSid=leg_sid))) == ["Say", "Dial"]
+    again = parse_twiml(twilio_post(path, Digits="1", CallSid=leg_sid))  # Twilio retries it
+    assert verbs(again) == ["Say", "Dial"]
+    assert again[1].find("Conference").text == sid
+    other = parse_twiml(twilio_post(path, Digits="1", CallSid="CA" + "6" * 32))
+    assert verbs(other) == ["Say", "Hangup"]
+
+
 def test_a_retried_call_with_nobody_on_call_escalates_once(admin, twilio_post, svc, clock):
     inc = declare(admin)
     add_customer(svc, CALLER)
