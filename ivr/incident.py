@@ -296,17 +296,26 @@ def _change(svc: Services, incident_id: str, mutate: Any,
 SENT_KINDS = ("declared", "update", "auto")  # timeline entries that restart the update clock
 
 
-def _last_update_at(svc: Services, doc: Mapping[str, Any]) -> datetime:
+def _last_update_at(svc: Services, doc: Mapping[str, Any], severity: str) -> datetime:
     """When the incident's latest update (or its declaration) went out, or goes out if held
-    for quiet hours. Read while the document is WATCHed: an update landing meanwhile changes
-    the document too, so the transaction runs again and reads its entry."""
+    for quiet hours, under `severity`: an update held at night goes out now once the
+    incident is made critical (progress.release_held sends it). Read while the document is
+    WATCHed: an update landing meanwhile changes the document too, so the transaction runs
+    again and reads its entry."""
+    now = svc.now()
     timeline = cast("list[str]", svc.redis.lrange(keys.incident_timeline(doc["id"]), 0, -1))
     for raw in reversed(timeline):
         entry = json.loads(raw)
         if entry["kind"] in SENT_KINDS and entry.get("seq") == doc["update_seq"]:
-            sent = entry.get("held_until") or entry["at"]
-            return datetime.fromisoformat(sent.replace("Z", "+00:00"))
-    return datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00"))
+            until = entry.get("held_until")
+            if until and _parse(until) > now and held(svc.flows, severity, now, svc.tz) <= now:
+                return now
+            return _parse(until or entry["at"])
+    return _parse(doc["created_at"])
+
+
+def _parse(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
 def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:
@@ -316,9 +325,9 @@ def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> 
 
     def mutate(doc: dict[str, Any]) -> dict[str, Any]:
         if changes.get("severity", doc["severity"]) != doc["severity"]:
-            doc["next_update_at"] = _iso(rescheduled(svc.flows, changes["severity"],
-                                                     _last_update_at(svc, doc), svc.now(),
-                                                     svc.tz))
+            doc["next_update_at"] = _iso(rescheduled(
+                svc.flows, changes["severity"], _last_update_at(svc, doc, changes["severity"]),
+                svc.now(), svc.tz))
         for name, value in changes.items():
             if name in ("announcement", "recordings"):
                 merged = {**doc.get(name, {}), **value}

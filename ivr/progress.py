@@ -112,6 +112,29 @@ def schedule(svc: Services, doc: dict[str, Any]) -> None:
             log.info("already scheduled job_id=%s", job_id)
 
 
+def release_held(svc: Services, doc: dict[str, Any]) -> bool:
+    """Send now the latest update held for quiet hours, when the incident's severity (made
+    critical) is no longer held: its fan-out job moves from the scheduled registry to the
+    queue in one transaction, so it is neither lost nor run twice. True when one moved."""
+    now = svc.now()
+    if doc.get("status") == "resolved" or cadence.held(svc.flows, doc["severity"], now,
+                                                       svc.tz) > now:
+        return False
+    queue = svc.sms_queue
+    job = queue.fetch_job(f"fanout-{doc['id']}-{doc['update_seq']}")
+    registry = queue.scheduled_job_registry
+    if job is None or job.id not in registry.get_job_ids():
+        return False
+    pipe = queue.connection.pipeline()
+    pipe.multi()  # enqueue_job expects a transaction already begun
+    registry.remove(job, pipeline=pipe)
+    queue.enqueue_job(job, pipeline=pipe)
+    pipe.execute()
+    log.info("held sms released incident=%s seq=%s severity=%s", doc["id"], doc["update_seq"],
+             doc["severity"])
+    return True
+
+
 def queue_fan_out(svc: Services, doc: dict[str, Any], seq: int, *, urgent: bool) -> None:
     """Queue the messages of timeline entry `seq`: now, or at the end of quiet hours for a
     routine update of a non-critical incident; nothing for an incident declared with

@@ -48,6 +48,7 @@ def edit(incident_id: str) -> Response:
     changes = incident.parse_patch(json_object(request), svc)
     doc = incident.patch(svc, incident_id, changes, g.admin)
     if "severity" in changes:
+        progress.release_held(svc, doc)
         progress.schedule(svc, doc)
     return jsonify(incident.load(svc, incident_id))
 

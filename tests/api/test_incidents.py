@@ -381,6 +381,26 @@ def test_patching_the_severity_counts_from_when_a_held_update_goes_out(admin, re
     assert response.get_json()["next_update_at"] == "2026-11-24T01:00:00Z"  # 10:00
 
 
+def test_made_critical_at_night_a_held_update_goes_out_now_and_the_clock_runs_from_now(
+        admin, redis, svc, clock):
+    doc = declare(admin, severity="minor")
+    clock.move_to("2026-11-23T13:00:00Z")  # 22:00: the SV's update is held to 08:00
+    seq = admin.post(f"/api/incidents/{doc['id']}/updates",
+                     json={"message": "原因を調査中"}).get_json()["update"]["seq"]
+    fan_out = f"fanout-{doc['id']}-{seq}"
+    assert fan_out in svc.sms_queue.scheduled_job_registry.get_job_ids()
+    clock.move_to("2026-11-23T14:00:00Z")  # 23:00: critical updates are never held
+
+    response = admin.patch(f"/api/incidents/{doc['id']}", json={"severity": "critical"})
+
+    assert response.get_json()["next_update_at"] == "2026-11-23T14:30:00Z"
+    assert fan_out not in svc.sms_queue.scheduled_job_registry.get_job_ids()
+    assert fan_out in svc.sms_queue.job_ids
+    admin.patch(f"/api/incidents/{doc['id']}", json={"severity": "major"})
+    admin.patch(f"/api/incidents/{doc['id']}", json={"severity": "critical"})
+    assert svc.sms_queue.job_ids.count(fan_out) == 1  # released once
+
+
 def test_patching_the_same_severity_keeps_the_next_update(admin, redis, clock):
     doc = declare(admin, severity="minor")
     clock.tick(10 * 60)
