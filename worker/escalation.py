@@ -59,9 +59,15 @@ def dial_supervisor(call_sid: str, attempt: int) -> str | None:
             timeout=int(settings["ring_timeout"]),
         )
     except TwilioRestException as e:
-        if retryable(e):
+        if took_nothing(e):
             svc.redis.delete(claim)  # Twilio took nothing: the retry may dial
             raise
+        if retryable(e):
+            # a 500 or an edge's 502/504 may come after the call was placed: as with a read
+            # timeout, the claim stays and the watchdog or the leg's callbacks move on
+            log.warning("sv leg outcome unknown, left to the watchdog call_sid=%s attempt=%s "
+                        "status=%s", call_sid, attempt, e.status)
+            return None
         log.warning("sv leg refused call_sid=%s attempt=%s code=%s to=%s", call_sid, attempt,
                     e.code, mask(sv.phone))
         escalation.advance(svc, call_sid, attempt, f"failed:{e.code}")
@@ -87,6 +93,12 @@ def caller_id(svc: Services, record: dict[str, Any]) -> str:
     through a Messaging Service and sets no number (PRODUCT.md §4 asks for one of the two),
     the support number the caller dialled, which is ours and can place calls."""
     return str(svc.config.get("TWILIO_FROM_NUMBER") or record.get("to") or "")
+
+
+def took_nothing(e: TwilioRestException) -> bool:
+    """Twilio said it did not act on the request (rate limited, or unavailable): ringing
+    again cannot ring the SV twice. Other 5xx answers leave that unknown."""
+    return e.status in (429, 503) or e.code == 20429
 
 
 def never_sent(e: RequestException) -> bool:

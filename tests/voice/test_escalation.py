@@ -356,6 +356,20 @@ def test_twilio_5xx_leaves_the_attempt_to_retry(roster, twilio_post, svc, clock,
     assert svc.redis.hget(keys.call(sid), "esc_attempt") == "0"
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_twilio_error_that_may_have_placed_the_call_never_rings_the_sv_again(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, status):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    fake_twilio.fail_next.append((status, 20500))
+    run_jobs()
+    assert svc.redis.get(keys.escalation_leg(sid, 0)) == "pending"
+    assert ScheduledJobRegistry(queue=svc.queue).get_job_ids() == [f"esc-watch-{sid}-0"]
+    clock.tick(61)  # the watchdog moves on to the next SV; the first is asked once only
+    release_due_jobs(svc)
+    run_jobs()
+    assert [leg.one("To") for leg in sv_legs(fake_twilio)] == [SV_GENERAL_2, SV_GENERAL_3]
+
+
 def test_nobody_on_call_goes_straight_to_the_priority_queue(twilio_post, svc, clock,
                                                            fake_twilio, run_jobs):
     sid = repeat_caller(twilio_post, clock, CALLER)
