@@ -42,6 +42,12 @@ local function count_end(call_key, esc_key, tags_key, was_state, was_band)
 end
 """
 
+OUTCOME_FIELDS = ("esc_outcome_result", "esc_outcome_note", "esc_outcome_by", "esc_outcome_at")
+# What one escalation learned about its SV and how it ended: a call escalated again starts
+# without them, so the API, the console and the watchdog never read the last one's SV.
+_PER_ESCALATION = ("esc_sv_call_sid", "esc_sv_name", "esc_sv_phone", "esc_joined_at",
+                   "esc_wait_seconds", "esc_accepted_leg", *OUTCOME_FIELDS)
+
 # Starts an escalation of a call that has none in progress: writes it, counts it on each
 # incident the call was counted for, and takes the caller out of the waiting line. Attempt
 # numbers carry on from an earlier escalation of the same call (`esc_first` is this one's
@@ -60,7 +66,10 @@ if state == 'dialing' or state == 'ringing' or state == 'accepted'
 if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned', 0} end
 local band = redis.call('HGET', KEYS[1], 'band')
 local first = 0
-if state then first = tonumber(redis.call('HGET', KEYS[1], 'esc_attempt') or '-1') + 1 end
+if state then
+  first = tonumber(redis.call('HGET', KEYS[1], 'esc_attempt') or '-1') + 1
+  redis.call('HDEL', KEYS[1], """ + ", ".join(f"'{f}'" for f in _PER_ESCALATION) + """)
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * tonumber(ARGV[5])))
 redis.call('HSET', KEYS[1], 'esc_attempt', first, 'esc_first', first)
 count_end(KEYS[1], KEYS[3], KEYS[4], '', band)  -- a new escalation: no end counted yet
@@ -316,8 +325,6 @@ def candidate_at(record: dict[str, Any], attempt: int) -> Candidate | None:
 def attempts(svc: Services, call_sid: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in svc.redis.lrange(keys.escalation_log(call_sid), 0, -1)]
 
-
-OUTCOME_FIELDS = ("esc_outcome_result", "esc_outcome_note", "esc_outcome_by", "esc_outcome_at")
 
 
 def record_outcome(svc: Services, call_sid: str, *, result: str, note: str, by: str) -> bool:

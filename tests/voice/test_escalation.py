@@ -449,6 +449,20 @@ def test_escalating_the_same_call_again_rings_an_sv_again(roster, twilio_post, s
     assert root[1].find("Conference").text == sid
 
 
+def test_a_call_escalated_again_shows_none_of_the_first_escalations_sv_or_outcome(
+        roster, twilio_post, svc, clock, fake_twilio, run_jobs, admin):
+    sid = repeat_caller(twilio_post, clock, CALLER)
+    run_jobs()
+    exhaust_ladder(twilio_post, sid, run_jobs)
+    admin.post(f"/api/calls/{sid}/outcome", json={"result": "unresolved", "note": "不在"})
+    clock.tick(120)
+
+    admin.post(f"/api/calls/{sid}/escalate", json={"note": "再度お願いします"})
+
+    esc = admin.get(f"/api/calls/{sid}").get_json()["escalation"]
+    assert (esc["state"], esc["supervisor"], esc["outcome"]) == ("dialing", None, None)
+
+
 def test_a_second_escalation_is_not_blocked_by_the_first_ones_leg_claims(
         roster, twilio_post, svc, clock, fake_twilio, run_jobs, admin):
     sid = repeat_caller(twilio_post, clock, CALLER)
