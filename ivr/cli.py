@@ -330,3 +330,18 @@ def sms(from_: str, to: str, url: str | None, public_url: str | None, plain: boo
         phone.text(body)
     except PhoneError as e:
         raise click.ClickException(str(e)) from None
+
+
+@cli.command("sms-resume")
+@click.argument("incident_id")
+@click.argument("seq", type=click.IntRange(min=0))
+def sms_resume(incident_id: str, seq: int) -> None:
+    """Resume an update's SMS fan-out that a Twilio refusal about the account, sender or
+    message halted (the worker's log names the command), once the cause is fixed."""
+    from ivr import current_services, delivery
+
+    code = delivery.resume(current_services(), incident_id, seq)
+    if code is None:
+        raise click.ClickException(f"update {seq} of {incident_id} is not halted")
+    click.echo(f"resumed update {seq} of {incident_id} (halted by Twilio error {code}); "
+               "its sweep is queued")

@@ -188,11 +188,11 @@ def halted(svc: Services, incident_id: str, seq: int | str) -> bool:
 def halt(svc: Services, incident_id: str, seq: int | str, code: int, *,
          message_sid: str | None = None) -> bool:
     """Stop sending the update a message belongs to on an account, configuration or content
-    problem (HALT_CODES, or a send refused for anything but the number), and say so loudly:
-    sending on blindly would only fail the same way for every recipient. The sender jobs and
-    the sweep check keys.sms_halt before each message; a supervisor resumes by deleting it
-    (and queueing worker.sms.sweep for the update). A one-off message ('subscribed') only
-    raises the alarm. Returns True when this call set the halt.
+    problem (HALT_CODES, or a send refused for the account, sender or message:
+    SENDER_REFUSAL_CODES), and say so loudly: sending on blindly would only fail the same way
+    for every recipient. The sender jobs and the sweep check keys.sms_halt before each
+    message; `ivr sms-resume` (resume) lifts it once ops have fixed the cause. A one-off
+    message ('subscribed') only raises the alarm. Returns True when this call set the halt.
     """
     update = update_of(seq)
     if update is None:
@@ -204,10 +204,24 @@ def halt(svc: Services, incident_id: str, seq: int | str, code: int, *,
                          ex=keys.SMS_TTL):
         return False
     log.error("sms fan-out halted incident=%s seq=%s code=%s message_sid=%s: check the "
-              "account, sender number, geo permissions and message content, then resume",
-              incident_id,
-              update, code, message_sid or "-")
+              "account, sender number, geo permissions and message content, then "
+              "`ivr sms-resume %s %s`",
+              incident_id, update, code, message_sid or "-", incident_id, update)
     return True
+
+
+def resume(svc: Services, incident_id: str, seq: int) -> str | None:
+    """Lift the halt of an update's fan-out and queue its sweep, which sends to everyone who
+    has no message yet (claims settle what was in flight, so nobody gets one twice). Returns
+    the error code that had halted it, or None when it was not halted (nothing queued)."""
+    code = cast("str | None", svc.redis.getdel(keys.sms_halt(incident_id, seq)))
+    if code is None:
+        return None
+    svc.sms_queue.enqueue("worker.sms.sweep", incident_id, seq, 1,
+                          job_id=f"resume-{incident_id}-{seq}-{code}", retry=JOB_RETRY)
+    log.warning("sms fan-out resumed incident=%s seq=%s (halted by code=%s)", incident_id, seq,
+                code)
+    return code
 
 
 def _queue_resend(svc: Services, message_sid: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ivr import keys
@@ -278,7 +280,7 @@ def test_a_number_twilio_cannot_reach_now_is_tried_again_by_the_next_update(
 @pytest.mark.parametrize(("status", "code"), [(401, 20003), (400, 21606), (404, 20404),
                                               (400, 21408), (403, 99999)])
 def test_a_refusal_not_about_the_number_halts_the_fan_out_for_a_resume(
-        admin, customers, svc, fake_twilio, run_jobs, status, code):
+        admin, app, customers, svc, fake_twilio, run_jobs, status, code):
     fake_twilio.fail_next.extend([(status, code)] * 3)
     inc = declare(admin)
     run_jobs()
@@ -289,10 +291,24 @@ def test_a_refusal_not_about_the_number_halts_the_fan_out_for_a_resume(
     assert admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]["sms_failed"] == 0
     assert svc.redis.scard(keys.sms_undeliverable()) == 0
     fake_twilio.fail_next.clear()  # ops fixed the account, and resume
-    svc.redis.delete(keys.sms_halt(inc["id"], 0))
-    svc.sms_queue.enqueue("worker.sms.sweep", inc["id"], 0, 1)
+    resumed = resume_cli(app, inc["id"], "0")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"halted by Twilio error {code}" in resumed.output
     run_jobs()
     assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
+    again = resume_cli(app, inc["id"], "0")
+    assert again.exit_code == 1
+    assert "is not halted" in again.output
+
+
+def resume_cli(app: Any, *args: str) -> Any:
+    """`ivr sms-resume ...` against the test app."""
+    from click.testing import CliRunner
+    from flask.cli import ScriptInfo
+
+    from ivr.cli import cli
+
+    return CliRunner().invoke(cli, ["sms-resume", *args], obj=ScriptInfo(create_app=lambda: app))
 
 
 @pytest.mark.parametrize("code", [21266, 21265, 21611, 99999])
