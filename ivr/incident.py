@@ -35,6 +35,11 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
+def from_iso(iso: str) -> datetime:
+    """A time the incident stores (UTC ISO, `Z` or `+00:00`) as an aware datetime."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
 @overload
 def _per_language(value: Any, field: str, *, url: bool = ..., keep_null: Literal[False] = ...
                   ) -> dict[str, str]: ...
@@ -308,14 +313,10 @@ def _last_update_at(svc: Services, doc: Mapping[str, Any], severity: str) -> dat
         entry = json.loads(raw)
         if entry["kind"] in SENT_KINDS and entry.get("seq") == doc["update_seq"]:
             until = entry.get("held_until")
-            if until and _parse(until) > now and held(svc.flows, severity, now, svc.tz) <= now:
+            if until and from_iso(until) > now and held(svc.flows, severity, now, svc.tz) <= now:
                 return now
-            return _parse(until or entry["at"])
-    return _parse(doc["created_at"])
-
-
-def _parse(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+            return from_iso(until or entry["at"])
+    return from_iso(doc["created_at"])
 
 
 def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from rq import Retry
@@ -98,7 +98,7 @@ def schedule(svc: Services, doc: dict[str, Any]) -> None:
     due_iso = doc.get("next_update_at")
     if not due_iso or doc.get("status") == "resolved":
         return
-    due = datetime.fromisoformat(due_iso.replace("Z", "+00:00"))
+    due = incident.from_iso(due_iso)
     remind = due - timedelta(minutes=int(svc.flows.sms["reminder_minutes"]))
     stamp = int(due.timestamp())
     jobs = [(due, "worker.sms.progress_due", f"due-{doc['id']}-{stamp}"),
@@ -112,6 +112,11 @@ def schedule(svc: Services, doc: dict[str, Any]) -> None:
             log.info("already scheduled job_id=%s", job_id)
 
 
+def fan_out_job_id(incident_id: str, seq: int) -> str:
+    """The one fan-out job of an update: queue_fan_out queues it once, release_held moves it."""
+    return f"fanout-{incident_id}-{seq}"
+
+
 def release_held(svc: Services, doc: dict[str, Any]) -> bool:
     """Send now the latest update held for quiet hours, when the incident's severity (made
     critical) is no longer held: its fan-out job moves from the scheduled registry to the
@@ -121,7 +126,7 @@ def release_held(svc: Services, doc: dict[str, Any]) -> bool:
                                                        svc.tz) > now:
         return False
     queue = svc.sms_queue
-    job = queue.fetch_job(f"fanout-{doc['id']}-{doc['update_seq']}")
+    job = queue.fetch_job(fan_out_job_id(doc["id"], doc["update_seq"]))
     registry = queue.scheduled_job_registry
     if job is None or job.id not in registry.get_job_ids():
         return False
@@ -143,7 +148,7 @@ def queue_fan_out(svc: Services, doc: dict[str, Any], seq: int, *, urgent: bool)
         return
     now = svc.now()
     when = now if urgent else cadence.held(svc.flows, doc["severity"], now, svc.tz)
-    job_id = f"fanout-{doc['id']}-{seq}"
+    job_id = fan_out_job_id(doc["id"], seq)
     try:
         if when <= now:
             svc.sms_queue.enqueue("worker.sms.fan_out", doc["id"], seq, job_id=job_id,

@@ -341,11 +341,11 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
     """Send under the claim value `held`. Before each request to Twilio a claim taken in an
     earlier second is renewed (only if it is still `held`; one taken this second is as fresh
     as a renewal, and most are, which spares the fan-out a round trip a message): its age
-    then counts from the send, and the HTTP timeout
-    (5 s a read) stays far inside settle_after_seconds (at least 15), so another worker
-    takes over a claim whose message is on its way only if this process stalls longer than
-    that (the message is then recorded all the same, with a warning). A sender that lost
-    its claim sends nothing, and lets go of the claim afterwards only while it still holds it."""
+    then counts from the send, and the HTTP timeout (5 s a read) stays far inside
+    settle_after_seconds (at least 15), so another worker takes over a claim whose message
+    is on its way only if this process stalls longer than that (the message is then
+    recorded all the same, with a warning). A sender that lost its claim sends nothing, and
+    lets go of the claim afterwards only while it still holds it."""
     count = segments(body).count
     for attempt in range(3):
         rate.acquire(count)
@@ -503,7 +503,7 @@ def remind_supervisor(incident_id: str, due: str) -> str | None:
         log.warning("no on-call supervisor to remind incident=%s", incident_id)
         return None
     sv = people[0]
-    due_at = datetime.fromisoformat(due.replace("Z", "+00:00"))
+    due_at = incident.from_iso(due)
     key = keys.sms_reminder(incident_id, int(due_at.timestamp()))
     record = json.dumps({"to": sv.phone, "name": sv.name, "sent_at": svc.now().isoformat()})
     if not svc.redis.set(key, record, nx=True, ex=keys.SMS_TTL):
