@@ -567,6 +567,18 @@ def test_sweep_requeues_a_recipient_whose_batch_was_lost(admin, customers, svc, 
     assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
 
 
+def resolve_then_run_what_falls_due(admin, inc, fake_twilio, run_jobs, clock, release_due_jobs,
+                                    *, minutes: int) -> list[str]:
+    """Resolve the incident, then run every job due within `minutes` (a sweep, a resend):
+    what JA was sent in all."""
+    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
+    run_jobs()
+    clock.tick(minutes * 60)
+    release_due_jobs()
+    run_jobs()
+    return bodies(fake_twilio)[JA]
+
+
 def test_a_sweep_after_the_resolution_does_not_send_the_old_update(
         admin, customers, svc, fake_twilio, run_jobs, clock, release_due_jobs):
     from rq.job import Job
@@ -577,12 +589,8 @@ def test_a_sweep_after_the_resolution_does_not_send_the_old_update(
                      json={"message": "調査中です。"}).get_json()["update"]["seq"]
     Job.fetch(f"fanout-{inc['id']}-{seq}", connection=svc.rq_redis).perform()
     svc.sms_queue.empty()  # the update's batches are lost; its sweep is armed
-    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
-    run_jobs()
-    clock.tick(10 * 60)
-    release_due_jobs()
-    run_jobs()
-    texts = bodies(fake_twilio)[JA]
+    texts = resolve_then_run_what_falls_due(admin, inc, fake_twilio, run_jobs, clock,
+                                            release_due_jobs, minutes=10)
     assert len(texts) == 2
     assert texts[-1].startswith("【サポートセンター】メール障害は復旧いたしました")
 
@@ -596,12 +604,8 @@ def test_a_resend_after_the_resolution_does_not_send_the_old_update(
     update = fake_twilio.messages[-1]["sid"]
     twilio_post("/sms/status", MessageSid=update, MessageStatus="undelivered",
                 ErrorCode="30003", To=JA, AccountSid="AC" + "0" * 32)
-    admin.post(f"/api/incidents/{inc['id']}/resolve", json={"message": "復旧しました。"})
-    run_jobs()
-    clock.tick(15 * 60)
-    release_due_jobs()
-    run_jobs()
-    texts = bodies(fake_twilio)[JA]
+    texts = resolve_then_run_what_falls_due(admin, inc, fake_twilio, run_jobs, clock,
+                                            release_due_jobs, minutes=15)
     assert len(texts) == 3
     assert texts[-1].startswith("【サポートセンター】メール障害は復旧いたしました")
 
