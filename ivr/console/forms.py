@@ -46,11 +46,14 @@ def form_field(api_field: str | None) -> str:
 
 
 def checked(parse: Callable[[], T]) -> tuple[T | None, dict[str, str]]:
-    """Run one of the API's parsers; on a refusal, the error by form field, in the page's
-    language with the API's own words after it."""
+    """Run one of the API's parsers or domain calls; on a 400 (bad input), the error by form
+    field, in the page's language with the API's own words after it. Other refusals (404,
+    409 already resolved) go to the console's error page with their status."""
     try:
         return parse(), {}
     except ApiError as e:
+        if e.status != 400:
+            raise
         return None, {form_field(e.field): message(e)}
 
 

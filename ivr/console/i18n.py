@@ -87,7 +87,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "kind_update": "Update", "kind_resolved": "Closing message", "kind_auto": "Auto update",
         "kind_edited": "Edited", "kind_held": "Held (quiet hours)", "saved": "Saved.",
         "declared": "Incident declared.", "update_posted": "Update posted.",
-        "resolved_done": "Incident resolved.", "field_error": "Check \"{label}\"",
+        "resolved_done": "Incident resolved.", "field_error": "Check “{label}”",
         "form_errors": "Please check the form.", "not_found": "Not found.",
         "forbidden": "You may not do this.",
         "bad_request": "The request was not valid. Please open the form again.",
