@@ -30,8 +30,8 @@ def heard(svc: Services, doc: dict[str, Any], lang: str) -> Heard:
     """The welcome, then the SV's recording (played) or text (spoken), ETA and next update:
     the sentences /voice/incoming says, in the caller's language with the same fallback."""
     recording, text = incident.announcement_for(doc, lang)
-    spoken = svc.prompts.render(
-        "announcement", lang, text="" if recording else text or "",
+    spoken = svc.prompts.render(  # a line a sentence here; the caller hears them joined
+        "announcement", lang, keep_lines=True, text="" if recording else text or "",
         eta=svc.local(doc.get("eta")), next_update=svc.local(doc.get("next_update_at")))
     sentences = [svc.prompts.render("welcome", lang)]
     sentences += [line.strip() for line in spoken.splitlines() if line.strip()]

@@ -36,10 +36,11 @@ def current_floor() -> floor.Floor:
 
 @bp.get("/live")
 def live() -> str:
-    return render_template("live.html", floor=current_floor(), refresh=REFRESH_SECONDS)
+    return render_template("live.html", floor=current_floor(), refresh=REFRESH_SECONDS,
+                           tz=current_services().tz)
 
 
 @bp.get("/live/panel")
 def live_panel() -> str:
     """The live part of the page alone, for the refresh script."""
-    return render_template("_live_panel.html", floor=current_floor())
+    return render_template("_live_panel.html", floor=current_floor(), tz=current_services().tz)
