@@ -55,6 +55,13 @@ ACTIONS: dict[str, str] = {
     "console.incident_resolve": "incident.write",
     "console.live": "call.read",
     "console.live_panel": "call.read",
+    "console.call_page": "call.read",
+    "console.call_outcome": "outcome.write",
+    "console.my_escalations": "outcome.read_own",
+    "console.roster": "roster.read",
+    "console.roster_save": "roster.write",
+    "console.customers": "customer.read",
+    "console.customers_import": "customer.write",
 }
 """The console's endpoint -> action table; ivr.access says which roles may do each."""
 
@@ -189,4 +196,12 @@ def language(choice: str) -> Response:
     return redirect(target)  # type: ignore[return-value]
 
 
-from ivr.console import board, incidents, live, signin  # noqa: E402,F401  (routes register on bp)
+from ivr.console import (  # noqa: E402,F401  (routes register on bp)
+    board,
+    calls,
+    customers,
+    incidents,
+    live,
+    roster,
+    signin,
+)

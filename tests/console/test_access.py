@@ -11,7 +11,8 @@ import pytest
 from ivr import access
 from ivr.console import ACTIONS, PUBLIC, SIGNED_IN
 
-SAMPLE = {"incident_id": "INC-20261123-0001", "choice": "en", "filename": "console.css"}
+SAMPLE = {"incident_id": "INC-20261123-0001", "choice": "en", "filename": "console.css",
+          "call_sid": "CA" + "0" * 32}
 
 
 def console_routes(app: Any) -> list[tuple[str, str, str]]:
@@ -59,7 +60,9 @@ def test_an_operator_gets_403_on_every_supervisor_form(app, op, svc):
 
 
 @pytest.mark.parametrize("token", [None, "", "forged-token"])
-def test_a_post_without_the_sessions_csrf_token_is_400_and_writes_nothing(app, sv, svc, token):
+def test_a_post_without_the_sessions_csrf_token_is_400_and_writes_nothing(app, console_as, svc,
+                                                                          token):
+    sv = console_as("admin")  # may use every form
     for endpoint, method, path in console_routes(app):
         if method != "POST" or endpoint == "console.signin":
             continue
