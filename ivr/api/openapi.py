@@ -59,7 +59,7 @@ ANSWERS: dict[str, dict[str, Any]] = {
     "Call": _CALL,
     "CallList": {"type": "object", "required": ["calls"],
                  "properties": {"calls": {"type": "array", "items": _CALL}}},
-    "Roster": {"type": "object", "required": ["supervisors"],
+    "SupervisorList": {"type": "object", "required": ["supervisors"],
                "properties": {"supervisors": {"type": "array", "items": _OBJECT}}},
     "Person": _PERSON,
     "PersonList": {"type": "object", "required": ["people"],
@@ -168,8 +168,8 @@ def document(url_map: Map) -> dict[str, Any]:
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = _operation(
                 rule.endpoint, sorted(rule.arguments))
-    components = {"Error": _ERROR, **schemas.SCHEMAS, **{
-        name: schema for name, schema in ANSWERS.items()}}
+    assert not set(ANSWERS) & set(schemas.SCHEMAS), "an answer and a body share a name"
+    components = {"Error": _ERROR, **schemas.SCHEMAS, **ANSWERS}
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
