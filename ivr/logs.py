@@ -42,7 +42,7 @@ _SECRET_PAIR = re.compile(
 # A bare 32-hex string is the shape of a Twilio auth token. SIDs (CA..., SM...) have a letter
 # prefix and are kept, and so are RQ's worker names ("Worker 6e16...", "on worker 6e16...").
 _HEX_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?<!orker )[0-9a-fA-F]{32}(?![A-Za-z0-9])")
-# The admin API's own tokens (ivr.auth.issue_token).
+# The API tokens of people (ivr.person.issue_token).
 _IVR_TOKEN = re.compile(r"\bivr_[A-Za-z0-9_-]{16,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 # SMS opt-out links, /u/<token> (ivr.optout): the token decodes to the phone number. Also

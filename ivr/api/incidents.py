@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Response, g, jsonify, request
+from flask import Response, jsonify, request
 
 from ivr import current_services, incident, progress
-from ivr.api import bp
+from ivr.api import actor, bp, json_body
 from ivr.errors import invalid
-from ivr.validate import json_object
 
 
 @bp.post("/incidents")
 def declare() -> tuple[Response, int]:
     """Declare an incident: from now on every matching caller hears its announcement."""
     svc = current_services()
-    fields = incident.parse_new(json_object(request), svc)
-    doc, sms = progress.declare(svc, fields, by=g.admin)
+    fields = incident.parse_new(json_body("IncidentNew"), svc)
+    doc, sms = progress.declare(svc, fields, by=actor().login)
     return jsonify({**incident.load(svc, doc["id"]), "sms_preview": sms}), 201
 
 
@@ -39,8 +38,8 @@ def edit(incident_id: str) -> Response:
     """Change what callers hear (announcement, eta, status, scope, audience) at once; a new
     severity re-arms the update clock on its cadence."""
     svc = current_services()
-    changes = incident.parse_patch(json_object(request), svc)
-    progress.edit(svc, incident_id, changes, by=g.admin)
+    changes = incident.parse_patch(json_body("IncidentPatch"), svc)
+    progress.edit(svc, incident_id, changes, by=actor().login)
     return jsonify(incident.load(svc, incident_id))
 
 
@@ -48,8 +47,8 @@ def edit(incident_id: str) -> Response:
 def post_update(incident_id: str) -> tuple[Response, int]:
     """A progress update: callers in the queue hear it and the update clock restarts."""
     svc = current_services()
-    update = incident.parse_update(json_object(request), svc)
-    doc, entry, sms = progress.post_update(svc, incident_id, update, by=g.admin)
+    update = incident.parse_update(json_body("IncidentUpdate"), svc)
+    doc, entry, sms = progress.post_update(svc, incident_id, update, by=actor().login)
     return jsonify(update=entry, incident=incident.load(svc, doc["id"]), sms_preview=sms), 201
 
 
@@ -57,6 +56,6 @@ def post_update(incident_id: str) -> tuple[Response, int]:
 def resolve(incident_id: str) -> Response:
     """Close the incident: callers stop hearing it and the update clock stops."""
     svc = current_services()
-    update = incident.parse_update(json_object(request), svc, closing=True)
-    _, sms = progress.resolve(svc, incident_id, update, by=g.admin)
+    update = incident.parse_update(json_body("IncidentResolve"), svc, closing=True)
+    _, sms = progress.resolve(svc, incident_id, update, by=actor().login)
     return jsonify({**incident.load(svc, incident_id), "sms_preview": sms})
