@@ -26,7 +26,7 @@ def declare_body(form: Any) -> dict[str, Any]:
     }
     if form.get("audience"):
         body["audience"] = form["audience"]
-    return body
+    return forms.compact(body, keep=("eta",))
 
 
 def _board(status: int = 200, form: dict[str, Any] | None = None,
@@ -57,7 +57,7 @@ def declare() -> Response:
     """Declare from the form: the API's parser and progress.declare, nothing else."""
     svc = current_services()
     body = declare_body(request.form)
-    fields, errors = forms.checked(lambda: incident.parse_new(body, svc))
+    fields, errors = forms.validated("IncidentNew", body, lambda: incident.parse_new(body, svc))
     if fields is not None:
         declared, errors = forms.checked(lambda: progress.declare(svc, fields,
                                                                   by=g.actor.login))
@@ -73,7 +73,7 @@ def declare_preview() -> Response:
     """What callers would hear and what the SMS would cost, before declaring anything."""
     svc = current_services()
     body = declare_body(request.form)
-    fields, errors = forms.checked(lambda: incident.parse_new(body, svc))
+    fields, errors = forms.validated("IncidentNew", body, lambda: incident.parse_new(body, svc))
     doc = None
     if fields is not None:
         doc = {**fields, "id": "", "update_seq": 0,

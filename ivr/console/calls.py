@@ -10,9 +10,9 @@ from flask import Response, flash, g, redirect, render_template, request, url_fo
 
 from ivr import call, current_services, escalation, keys
 from ivr.console import bp, forms, t
-from ivr.errors import ApiError, invalid
+from ivr.errors import ApiError
+from ivr.schemas import OUTCOMES
 
-OUTCOMES = ("resolved", "callback", "unresolved", "transferred")
 MINE_SHOWN = 100
 
 
@@ -37,24 +37,15 @@ def call_page(call_sid: str) -> Response:
     return _page(call_sid)
 
 
-def parse_outcome(body: dict[str, Any]) -> tuple[str, str]:
-    """The body of POST /api/calls/<sid>/outcome: result (one of OUTCOMES) and a note."""
-    result = body.get("result")
-    if result not in OUTCOMES:
-        raise invalid("result", f"result must be one of {', '.join(OUTCOMES)}")
-    note = str(body.get("note") or "").strip()
-    if len(note) > 1000:
-        raise invalid("note", "note is longer than 1000 characters")
-    return str(result), note
-
-
 @bp.post("/calls/<call_sid>/outcome")
 def call_outcome(call_sid: str) -> Response:
     """The SV's word on an escalation, shown to the operator who raised it."""
     svc = current_services()
     _record(call_sid)
-    body = {"result": request.form.get("result") or None, "note": request.form.get("note")}
-    parsed, errors = forms.checked(lambda: parse_outcome(body))
+    body = forms.compact({"result": request.form.get("result") or None,
+                          "note": request.form.get("note") or None})
+    parsed, errors = forms.validated(
+        "Outcome", body, lambda: (str(body["result"]), str(body.get("note") or "").strip()))
     if parsed is not None:
         result, note = parsed
         if not escalation.record_outcome(svc, call_sid, result=result, note=note,

@@ -58,7 +58,7 @@ def update_body(form: Any) -> dict[str, Any]:
         body["status"] = form["status"]
     if "eta" in form:
         body["eta"] = forms.eta(form)
-    return body
+    return forms.compact(body, keep=("eta",))
 
 
 def render_page(incident_id: str, *, status: int = 200, edit: dict[str, Any] | None = None,
@@ -86,7 +86,8 @@ def incident_edit(incident_id: str) -> Response:
     """PATCH /api/incidents/<id> from the form: incident.parse_patch, progress.edit."""
     svc = current_services()
     body = patch_body(svc, incident.load(svc, incident_id), request.form)
-    changes, errors = forms.checked(lambda: incident.parse_patch(body, svc))
+    changes, errors = forms.validated("IncidentPatch", body,
+                                      lambda: incident.parse_patch(body, svc))
     if changes is not None:
         done, errors = forms.checked(lambda: progress.edit(svc, incident_id, changes,
                                                            by=g.actor.login))
@@ -109,7 +110,8 @@ def incident_preview(incident_id: str) -> Response:
     body = patch_body(svc, doc, request.form)
     if not body:
         return preview_response(doc, {})
-    changes, errors = forms.checked(lambda: incident.parse_patch(body, svc))
+    changes, errors = forms.validated("IncidentPatch", body,
+                                      lambda: incident.parse_patch(body, svc))
     if changes is None:
         return preview_response(None, errors)
     draft = dict(doc)
@@ -127,7 +129,8 @@ def incident_update(incident_id: str) -> Response:
     """POST /api/incidents/<id>/updates from the form: the same parser, progress.post_update."""
     svc = current_services()
     body = update_body(request.form)
-    update, errors = forms.checked(lambda: incident.parse_update(body, svc))
+    update, errors = forms.validated("IncidentUpdate", body,
+                                     lambda: incident.parse_update(body, svc))
     if update is not None:
         done, errors = forms.checked(lambda: progress.post_update(svc, incident_id, update,
                                                                   by=g.actor.login))
@@ -143,7 +146,8 @@ def incident_resolve(incident_id: str) -> Response:
     """POST /api/incidents/<id>/resolve from the form: the closing message goes out."""
     svc = current_services()
     body = {"message": forms.per_language(request.form, "message")}
-    update, errors = forms.checked(lambda: incident.parse_update(body, svc, closing=True))
+    update, errors = forms.validated("IncidentResolve", body,
+                                     lambda: incident.parse_update(body, svc, closing=True))
     if update is not None:
         done, errors = forms.checked(lambda: progress.resolve(svc, incident_id, update,
                                                               by=g.actor.login))

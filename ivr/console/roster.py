@@ -12,8 +12,7 @@ from ivr import current_services, supervisor
 from ivr.console import bp, forms, t
 from ivr.errors import ApiError
 from ivr.flows import REASONS
-
-SKILLS = ("general", "billing", "technical")
+from ivr.schemas import SKILLS
 
 
 def _page(status: int = 200, form: dict[str, Any] | None = None,
@@ -38,17 +37,17 @@ def supervisor_body(form: Any) -> dict[str, Any]:
         value = (form.get(name) or "").strip()
         return int(value) if value.isdigit() else value or None
 
-    return {"name": (form.get("name") or "").strip() or None,
-            "phone": (form.get("phone") or "").strip() or None,
-            "skills": form.getlist("skills"), "level": number("level"),
-            "on_call": form.get("on_call") == "on", "order": number("order")}
+    return forms.compact({"name": (form.get("name") or "").strip() or None,
+                          "phone": (form.get("phone") or "").strip() or None,
+                          "skills": form.getlist("skills"), "level": number("level"),
+                          "on_call": form.get("on_call") == "on", "order": number("order")})
 
 
 @bp.post("/supervisors")
 def roster_save() -> Response:
     svc = current_services()
     body = supervisor_body(request.form)
-    sup, errors = forms.checked(lambda: supervisor.check(body))
+    sup, errors = forms.validated("Supervisor", body, lambda: supervisor.check(body))
     if sup is not None:
         try:
             supervisor.upsert(svc, sup)

@@ -105,3 +105,12 @@ def test_the_preview_shows_what_callers_hear_and_the_sms_cost_before_declaring(s
 def test_the_preview_without_script_is_a_whole_page(sv, svc):
     response = sv.post("/console/incidents/preview", DECLARE)
     assert response.status_code == 200 and "<html" in response.get_data(as_text=True)
+
+
+def test_every_bad_field_is_named_at_once_as_the_api_does(sv, svc):
+    response = sv.post("/console/incidents", {**DECLARE, "title": "", "severity": ""})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    for field in ("title", "severity"):
+        assert f'id="err-{field}"' in page, field
+    assert svc.redis.zcard(keys.incidents_all()) == 0
