@@ -62,6 +62,11 @@ ACTIONS: dict[str, str] = {
     "console.roster_save": "roster.write",
     "console.customers": "customer.read",
     "console.customers_import": "customer.write",
+    "console.people": "people.admin",
+    "console.people_create": "people.admin",
+    "console.person_edit": "people.admin",
+    "console.token_issue": "token.admin",
+    "console.token_revoke": "token.admin",
 }
 """The console's endpoint -> action table; ivr.access says which roles may do each."""
 
@@ -202,6 +207,7 @@ from ivr.console import (  # noqa: E402,F401  (routes register on bp)
     customers,
     incidents,
     live,
+    people,
     roster,
     signin,
 )

@@ -72,6 +72,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "upload": "取り込む", "imported": "{n}件を取り込みました。",
         "rows_rejected": "{n}件の問題があるため、何も取り込んでいません。",
         "row": "行", "field": "項目", "problem": "問題",
+        "people": "利用者とトークン", "role": "役割", "active_state": "有効",
+        "inactive": "無効", "tokens": "APIトークン", "revoke": "失効", "revoked": "失効しました。",
+        "issue_token": "トークン発行", "token": "トークン",
+        "token_once": "このトークンは今だけ表示されます。控えてから画面を離れてください。",
+        "add_person": "利用者を追加", "password_help": "12文字以上",
+        "role_admin": "管理者", "role_supervisor": "スーパーバイザー",
+        "role_operator": "オペレーター",
     },
     "en": {
         "app": "Incident console", "signin": "Sign in", "signout": "Sign out",
@@ -136,6 +143,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "upload": "Import", "imported": "{n} imported.",
         "rows_rejected": "{n} problem(s): nothing was imported.", "row": "Row",
         "field": "Field", "problem": "Problem",
+        "people": "People and tokens", "role": "Role", "active_state": "Active",
+        "inactive": "inactive", "tokens": "API tokens", "revoke": "Revoke",
+        "revoked": "Revoked.", "issue_token": "Issue a token", "token": "Token",
+        "token_once": "This token is shown only now. Copy it before leaving the page.",
+        "add_person": "Add a person", "password_help": "12 characters or more",
+        "role_admin": "Admin", "role_supervisor": "Supervisor", "role_operator": "Operator",
     },
 }
 

@@ -12,7 +12,7 @@ from ivr import access
 from ivr.console import ACTIONS, PUBLIC, SIGNED_IN
 
 SAMPLE = {"incident_id": "INC-20261123-0001", "choice": "en", "filename": "console.css",
-          "call_sid": "CA" + "0" * 32}
+          "call_sid": "CA" + "0" * 32, "person_id": "p-0000000000000000", "token_id": "t-0"}
 
 
 def console_routes(app: Any) -> list[tuple[str, str, str]]:
