@@ -360,9 +360,12 @@ def user() -> None:
 @click.option("--name", help="the name shown beside their changes (default: the login)")
 @click.option("--phone", help="their phone number (optional)")
 @click.password_option("--password", prompt="Password (at least 12 characters)",
-                       help="asked for when not given (better: leave it out)")
+                       envvar="IVR_USER_PASSWORD",
+                       help="asked for when not given (or from $IVR_USER_PASSWORD)")
+@click.option("--reset", is_flag=True,
+              help="if the login exists, set its password, role and name instead (reactivates)")
 def user_create(login: str, role: str, name: str | None, phone: str | None,
-                password: str) -> None:
+                password: str, reset: bool) -> None:
     """Add a person: how the first real admin is made without the bootstrap token."""
     from ivr import current_services, person, schemas
     from ivr.phone import normalize
@@ -376,12 +379,18 @@ def user_create(login: str, role: str, name: str | None, phone: str | None,
         problems.append(schemas.FieldError("phone", "phone is not a valid phone number"))
     if problems:
         raise click.ClickException("; ".join(p.message for p in problems))
-    try:
-        made = person.create(current_services(), login=login, name=body["name"], role=role,
-                             password=password, phone=normalize(phone) if phone else None,
-                             by="cli")
-    except person.LoginTaken:
-        raise click.ClickException(f"the login {login} is already in use") from None
+    svc = current_services()
+    existing = person.by_login(svc, login)
+    if existing is not None and reset:
+        made = person.update(svc, existing.id, {"password": password, "role": role,
+                                                "name": body["name"], "active": True}, by="cli")
+    else:
+        try:
+            made = person.create(svc, login=login, name=body["name"], role=role,
+                                 password=password, phone=normalize(phone) if phone else None,
+                                 by="cli")
+        except person.LoginTaken:
+            raise click.ClickException(f"the login {login} is already in use") from None
     click.echo(f"created {made.login} ({made.role}) id={made.id}; an API token: "
                f"POST /api/people/{made.id}/tokens, or sign in to /console/")
 

@@ -268,11 +268,11 @@ SIGNIN_WINDOW = 15 * 60
 """Seconds a failed sign-in or a bad token counts against a login, a person or an address."""
 
 
-def auth_failures(kind: str, subject: str) -> str:
+def auth_failures(kind: str, subject: str, window: int) -> str:
     """String counter: failed sign-ins (kind 'login'/'client') or bad tokens ('token_client',
-    'token_person') of one subject (a login or address as a SHA-256 prefix, or a person id).
-    TTL SIGNIN_WINDOW from the first failure."""
-    return f"{PREFIX}:auth_fail:{kind}:{subject}"
+    'token_person') of one subject (a login, address or token id as a SHA-256 prefix) in one
+    fixed window (epoch seconds // SIGNIN_WINDOW). TTL 2 * SIGNIN_WINDOW from the first."""
+    return f"{PREFIX}:auth_fail:{kind}:{subject}:{window}"
 
 
 # --- Metrics (ivr/metrics.py reads these at scrape time) -------------------------------------

@@ -7,7 +7,7 @@ session carries the epoch it was opened under and is void once it differs.
 
 Failed sign-ins count against the login and against the client address, bad tokens against
 the address and, when the token names a real token id, against its person, each in Redis for
-keys.SIGNIN_WINDOW; past the limit the answer is the same refusal, without checking.
+a window of keys.SIGNIN_WINDOW; past the limit the answer is the same refusal, without checking.
 Callers pass plain values (validated by ivr.schemas); nothing here touches Flask.
 """
 
@@ -212,6 +212,14 @@ def _subject(text: str) -> str:
     return _digest(text)[:32]
 
 
+def _key(svc: Services, kind: str, subject: str) -> str:
+    """The failure counter of `subject` for the current window: windows are fixed spans of
+    keys.SIGNIN_WINDOW on the app's clock, so a lockout ends when its window does (and a test
+    moves past it with freezegun); the key's TTL only cleans up."""
+    window = int(svc.now().timestamp()) // keys.SIGNIN_WINDOW
+    return keys.auth_failures(kind, subject, window)
+
+
 def _count(svc: Services, *names: str) -> list[int]:
     values = svc.redis.mget(list(names))
     return [int(v or 0) for v in values]  # type: ignore[union-attr]
@@ -221,25 +229,25 @@ def _fail(svc: Services, *names: str) -> None:
     with svc.redis.pipeline(transaction=True) as pipe:
         for name in names:
             pipe.incr(name)
-            pipe.expire(name, keys.SIGNIN_WINDOW, nx=True)
+            pipe.expire(name, 2 * keys.SIGNIN_WINDOW, nx=True)
         pipe.execute()
 
 
-def _signin_keys(login: str, client: str) -> tuple[str, str]:
-    return (keys.auth_failures("login", _subject(login.strip().lower())),
-            keys.auth_failures("client", _subject(client)))
+def _signin_keys(svc: Services, login: str, client: str) -> tuple[str, str]:
+    return (_key(svc, "login", _subject(login.strip().lower())),
+            _key(svc, "client", _subject(client)))
 
 
 def signin_locked(svc: Services, login: str, client: str) -> bool:
     """True while the login or the client address has too many recent failed sign-ins."""
-    by_name, by_client = _count(svc, *_signin_keys(login, client))
+    by_name, by_client = _count(svc, *_signin_keys(svc, login, client))
     return by_name >= SIGNIN_LIMIT_LOGIN or by_client >= SIGNIN_LIMIT_CLIENT
 
 
 def authenticate(svc: Services, login: str, password: str, *, client: str) -> Person | None:
     """The person when login and password match an active person and neither the login nor
     the address is locked out; else None, the same None whatever the reason."""
-    login_key, client_key = _signin_keys(login, client)
+    login_key, client_key = _signin_keys(svc, login, client)
     if signin_locked(svc, login, client):
         return None
     found = by_login(svc, login) if login.strip() else None
@@ -305,19 +313,19 @@ def revoke_token(svc: Services, token_id: str, *, by: str) -> bool:
     return True
 
 
-def _token_keys(client: str | None, token_id: str | None) -> list[str]:
+def _token_keys(svc: Services, client: str | None, token_id: str | None) -> list[str]:
     names = []
     if client is not None:
-        names.append(keys.auth_failures("token_client", _subject(client)))
+        names.append(_key(svc, "token_client", _subject(client)))
     if token_id is not None:
-        names.append(keys.auth_failures("token_person", _subject(token_id)))
+        names.append(_key(svc, "token_person", _subject(token_id)))
     return names
 
 
 def token_locked(svc: Services, client: str) -> bool:
     """True while the client address has sent too many bad tokens (or failed sign-ins)."""
-    bad_tokens, signins = _count(svc, *_token_keys(client, None),
-                                 keys.auth_failures("client", _subject(client)))
+    bad_tokens, signins = _count(svc, *_token_keys(svc, client, None),
+                                 _key(svc, "client", _subject(client)))
     return bad_tokens >= SIGNIN_LIMIT_CLIENT or signins >= SIGNIN_LIMIT_CLIENT
 
 
@@ -344,13 +352,13 @@ def whoami(svc: Services, bearer_token: str, bootstrap: str, *,
     if bootstrap and hmac.compare_digest(token_hash(token), token_hash(bootstrap)):
         return BOOTSTRAP
     token_id = _token_id(token)
-    person_key = _token_keys(None, token_id) if token_id else []
+    person_key = _token_keys(svc, None, token_id) if token_id else []
     if person_key and _count(svc, *person_key)[0] >= TOKEN_LIMIT_PERSON:
         return None
     record: dict[str, str] = svc.redis.hgetall(keys.token(token_hash(token)))  # type: ignore[assignment]
     found = get(svc, record["person_id"]) if record.get("person_id") else None
     if found is None or not found.active:
         known = token_id is not None and bool(svc.redis.exists(keys.token_ref(token_id)))
-        _fail(svc, *_token_keys(client, token_id if known else None))
+        _fail(svc, *_token_keys(svc, client, token_id if known else None))
         return None
     return Actor(found.id, found.login, found.role)

@@ -70,7 +70,7 @@ def _per_language(item: dict[str, Any], *, nullable: bool = False) -> dict[str, 
             "description": "per language: ja, en" + (" (null removes one)" if nullable else "")}
 
 
-_ANNOUNCEMENT = _per_language(_text(ANNOUNCEMENT_MAX))
+_ANNOUNCEMENT = {**_per_language(_text(ANNOUNCEMENT_MAX)), "minProperties": 1}
 _RECORDINGS = _per_language({"type": "string", "maxLength": 500, "pattern": "^https://"})
 _SCOPE = {
     "type": ["object", "null"], "additionalProperties": False,

@@ -30,6 +30,7 @@ SAMPLES = {
     "login": "yamada",
     "kind": "login",
     "subject": "0123456789abcdef",
+    "window": 1995395,
 }
 
 
