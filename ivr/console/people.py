@@ -21,7 +21,8 @@ def _page(status: int = 200, *, form: dict[str, Any] | None = None,
           ) -> Response:
     svc = current_services()
     people = [(p, person.tokens_of(svc, p.id)) for p in person.list_people(svc)]
-    html = render_template("people.html", people=people, roles=ROLES, form=form or {},
+    html = render_template("people.html", people=people, roles=ROLES,
+                           form=form or {"role": "operator"},
                            errors=errors or {}, issued=issued)
     return Response(html, status=status, mimetype="text/html")
 

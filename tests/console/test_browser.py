@@ -135,3 +135,35 @@ def test_a_supervisors_shift_in_the_browser(live_server, page, monkeypatch):
     assert overflow <= 360, "the board scrolls sideways on a phone"
     page.get_by_role("button", name="サインアウト").click()
     expect(page.get_by_role("heading", name="サインイン")).to_be_visible()
+
+
+def test_every_main_page_in_both_languages(live_server, page):
+    """An admin sees every page; each is captured in Japanese and English, and none has a
+    field without its label."""
+    from playwright.sync_api import expect
+
+    person.create(live_server.svc, login="kanri", name="管理者", role="admin",
+                  password=PASSWORD, by="bootstrap")
+    page.goto(live_server.url + "/console/signin")
+    page.get_by_label("ログインID").fill("kanri")
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_role("button", name="サインイン").click()
+    expect(page.get_by_role("heading", name="インシデント一覧")).to_be_visible()
+    pages = ("/console/", "/console/live", "/console/supervisors", "/console/customers",
+             "/console/people", "/console/me")
+    for lang, switch in (("ja", "日本語"), ("en", "English")):
+        page.goto(live_server.url + "/console/")
+        if lang == "en":
+            page.get_by_role("link", name=switch).click()
+        for path in pages:
+            page.goto(live_server.url + path)
+            assert page.evaluate("document.documentElement.lang") == lang
+            unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+                'input:not([type=hidden]), select, textarea')].filter(
+                el => !el.labels || el.labels.length === 0).map(el => el.name)""")
+            assert unlabelled == [], (path, unlabelled)
+            name = path.strip("/").replace("console", "").strip("/") or "board"
+            shot(page, f"page-{name}-{lang}")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # English is kept
+    shot(page, "signin-en")
