@@ -57,6 +57,7 @@ ACTIONS: dict[str, str] = {
     "console.live_panel": "call.read",
     "console.call_page": "call.read",
     "console.call_outcome": "outcome.write",
+    "console.call_escalate": "call.escalate",
     "console.my_escalations": "outcome.read_own",
     "console.roster": "roster.read",
     "console.roster_save": "roster.write",

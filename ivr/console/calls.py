@@ -11,7 +11,7 @@ from flask import Response, flash, g, redirect, render_template, request, url_fo
 from ivr import call, current_services, escalation, keys
 from ivr.console import bp, forms, t
 from ivr.errors import ApiError
-from ivr.schemas import OUTCOMES
+from ivr.schemas import ESCALATE_REASONS, OUTCOMES
 
 MINE_SHOWN = 100
 
@@ -28,6 +28,7 @@ def _page(call_sid: str, *, status: int = 200, form: dict[str, Any] | None = Non
           errors: dict[str, str] | None = None) -> Response:
     svc = current_services()
     html = render_template("call.html", record=_record(call_sid), outcomes=OUTCOMES,
+                           reasons=ESCALATE_REASONS,
                            form=form or {}, errors=errors or {}, local=svc.local)
     return Response(html, status=status, mimetype="text/html")
 
@@ -65,3 +66,23 @@ def my_escalations() -> str:
                               index=keys.escalations_raised_by(g.actor.login))
     rows = [{**r, "escalation": escalation.summary(svc, r)} for r in records]
     return render_template("me.html", rows=rows, local=svc.local)
+
+
+@bp.post("/calls/<call_sid>/escalate")
+def call_escalate(call_sid: str) -> Response:
+    """POST /api/calls/<sid>/escalate from the call page: the Escalate schema, then
+    escalation.raise_for with the signed-in operator as the one who raised it."""
+    svc = current_services()
+    body = forms.compact({"reason": request.form.get("reason") or None,
+                          "note": (request.form.get("note") or "").strip() or None})
+    def raise_it() -> bool:
+        escalation.raise_for(svc, call_sid, reason=str(body.get("reason", "operator")),
+                             note=str(body.get("note") or ""), by=g.actor.login)
+        return True
+
+    done, errors = forms.validated("Escalate", body, raise_it)
+    if done:
+        flash(t("escalated"))
+        return redirect(url_for("console.call_page",  # type: ignore[return-value]
+                                call_sid=call_sid))
+    return _page(call_sid, status=400, form=forms.values(request.form), errors=errors)

@@ -109,3 +109,35 @@ def test_a_good_csv_is_imported(sv, svc):
                        content_type="multipart/form-data")
     assert response.status_code == 302
     assert customer.get(svc, "+819012340002")[0] is not None
+
+
+def test_an_operator_escalates_from_the_call_page_and_finds_it_on_their_page(
+        op, admin, twilio_post, svc, run_jobs, fake_twilio):
+    put_roster(admin, ("渡辺課長", "+819011110003", "billing", 3))
+    sid = waiting_caller(twilio_post, svc)
+    page = op.get(f"/console/calls/{sid}").get_data(as_text=True)
+    assert 'id="escalate-form"' in page and 'id="outcome-form"' not in page
+    response = op.post(f"/console/calls/{sid}/escalate",
+                       {"reason": "billing", "note": "返金額の判断をお願いします"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert svc.redis.hget(keys.call(sid), "esc_raised_by") == "suzuki"
+    assert svc.redis.hget(keys.call(sid), "esc_reason") == "money"
+    run_jobs()
+    assert [leg.one("To") for leg in fake_twilio.calls_created()] == ["+819011110003"]
+    assert f'data-call="{sid}"' in op.get("/console/me").get_data(as_text=True)
+    again = op.post(f"/console/calls/{sid}/escalate", {"reason": "billing"})
+    assert again.status_code == 409
+
+
+def test_an_escalation_with_nobody_on_call_is_refused_and_nothing_starts(op, twilio_post, svc):
+    sid = waiting_caller(twilio_post, svc)
+    response = op.post(f"/console/calls/{sid}/escalate", {"reason": "technical"})
+    assert response.status_code == 409
+    assert svc.redis.hget(keys.call(sid), "esc_state") is None
+
+
+def test_a_bad_reason_is_400_beside_the_field(op, twilio_post, svc):
+    sid = waiting_caller(twilio_post, svc)
+    response = op.post(f"/console/calls/{sid}/escalate", {"reason": "whim"})
+    assert response.status_code == 400
+    assert 'id="err-reason"' in response.get_data(as_text=True)
