@@ -309,7 +309,7 @@ def markdown(checks: list[Check], figures: dict[str, Any], cpu: dict[str, Any],
            f"IVR_SMS_MPS={settings_used['sms_mps']:g}, log level INFO.",
            f"- Load: {settings_used['cps']:g} new calls/s for {settings_used['minutes']:g} min, "
            f"open loop (a call starts on its slot whatever the service does; at most "
-           f"{settings_used['threads']} calls in progress), each driven by ivr.simulator.Phone "
+           f"{settings_used['threads']} calls in progress), each driven by ivr.dev.phone.Phone "
            "(signed webhooks, Gather, Redirect, Enqueue waitUrl), every request to the next "
            "web process in turn. 70 % known customers (each calls once), 20 % unknown, 10 % "
            "withheld; every tenth call asks for a manager (utterances from "
