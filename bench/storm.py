@@ -98,8 +98,8 @@ from storm_checks import RESULTS, log_lines, markdown, report, verify, write_sec
 from werkzeug.serving import make_server  # noqa: E402
 
 from ivr import keys  # noqa: E402
-from ivr.services import Services, build_services  # noqa: E402
 from ivr.dev.phone import Input, Phone, PhoneError, Printer  # noqa: E402
+from ivr.services import Services, build_services  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer  # noqa: E402
 
 SCOPE = {"services": ["tv"], "regions": ["naha"], "numbers": []}
