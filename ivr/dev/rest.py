@@ -183,7 +183,7 @@ class ConsoleHttpClient(TwilioHttpClient):
     def _not_found(self, method: str, path: str) -> Response:
         self._note("console twilio: %s %s is not simulated; answering 404", method,
                    _ACCOUNT.sub("AC…", path), level=logging.WARNING)
-        return _error(404, 20404, "The console backend does not simulate this resource")
+        return _error(404, 20404, "The local REST stand-in does not simulate this resource")
 
 
 def _json(status: int, payload: Mapping[str, Any]) -> Response:
