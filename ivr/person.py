@@ -39,6 +39,8 @@ SIGNIN_LIMIT_CLIENT = 20
 TOKEN_LIMIT_PERSON = 10
 """Bad secrets for one person's token ids within the window before their tokens are refused."""
 TOKEN_PREFIX = "ivr_"
+PASSWORD_MAX = 1024
+"""Longer sign-in attempts fail without hashing (the schemas allow 200 characters)."""
 
 _hasher = PasswordHasher()
 # Verified against when the login is unknown, so that answer takes as long as a wrong password.
@@ -249,6 +251,9 @@ def authenticate(svc: Services, login: str, password: str, *, client: str) -> Pe
     the address is locked out; else None, the same None whatever the reason."""
     login_key, client_key = _signin_keys(svc, login, client)
     if signin_locked(svc, login, client):
+        return None
+    if len(password) > PASSWORD_MAX:  # not worth hashing: no stored password is this long
+        _fail(svc, login_key, client_key)
         return None
     found = by_login(svc, login) if login.strip() else None
     stored = (svc.redis.hget(keys.person(found.id), "password_hash") if found else None)
