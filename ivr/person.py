@@ -170,9 +170,11 @@ def update(svc: Services, person_id: str, changes: Mapping[str, Any], *, by: str
         if not svc.redis.set(keys.person_login(new_login), person_id, nx=True):
             raise LoginTaken(new_login)
         fields["login"] = new_login
-    token_ids = [str(t) for t in svc.redis.smembers(keys.person_tokens(person_id))]  # type: ignore[union-attr]
-    hashes = [str(svc.redis.get(keys.token_ref(t)) or "") for t in token_ids]
-    with svc.redis.pipeline(transaction=True) as pipe:
+    def attempt(pipe: redis.client.Pipeline) -> None:
+        # WATCHed: a token issued meanwhile makes this run again, so none outlives it
+        token_ids = [str(t) for t in pipe.smembers(keys.person_tokens(person_id))]  # type: ignore[union-attr]
+        hashes = [str(pipe.get(keys.token_ref(t)) or "") for t in token_ids]
+        pipe.multi()
         pipe.hset(keys.person(person_id), mapping=fields)
         if bump:
             pipe.hincrby(keys.person(person_id), "session_epoch", 1)
@@ -184,7 +186,8 @@ def update(svc: Services, person_id: str, changes: Mapping[str, Any], *, by: str
             for h in hashes:
                 if h:
                     pipe.hset(keys.token(h), "name", new_login)
-        pipe.execute()
+
+    svc.redis.transaction(attempt, keys.person_tokens(person_id))
     found = get(svc, person_id)
     assert found is not None
     return found
