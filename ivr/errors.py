@@ -1,4 +1,4 @@
-"""The admin API's error shape: {"error": {"code", "message", "field"?}} with a 4xx status."""
+"""The admin API's error shape: {"error": {"code", "message", "field"?, "errors"?}}, 4xx."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def error_body(code: str, message: str, field: str | None = None,
 
 
 def _api_error(e: ApiError) -> tuple[Response, int]:
-    response = jsonify(error_body(e.code, e.message, e.field, e.details, e.errors))
+    errors = e.errors
+    if errors is None and e.status == 400 and e.field is not None:
+        errors = [{"field": e.field, "message": e.message}]  # a 400 always lists its fields
+    response = jsonify(error_body(e.code, e.message, e.field, e.details, errors))
     if e.status == 429:
         response.headers["Retry-After"] = "900"
     return response, e.status

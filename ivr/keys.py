@@ -225,9 +225,9 @@ def agent_assignment(agent_call_sid: str) -> str:
 
 def supervisor_roster() -> str:
     """Hash: E.164 phone -> supervisor JSON (name, skills, level, on_call, order, lang,
-    updated_at), the whole on-call roster in one key, so a roster replace is one MULTI
-    (DEL + HSET) and the escalation ladder is one HGETALL. At most supervisor.MAX_ROSTER
-    fields. No TTL."""
+    updated_at, updated_by), the whole on-call roster in one key, so a roster replace is one
+    MULTI (DEL + HSET) and the escalation ladder is one HGETALL. At most
+    supervisor.MAX_ROSTER fields. No TTL."""
     return f"{PREFIX}:supervisors:roster"
 
 

@@ -39,6 +39,8 @@ SIGNIN_LIMIT_CLIENT = 20
 TOKEN_LIMIT_PERSON = 10
 """Bad secrets for one person's token ids within the window before their tokens are refused."""
 TOKEN_PREFIX = "ivr_"
+PASSWORD_MAX = 1024
+"""Longer sign-in attempts fail without hashing (the schemas allow 200 characters)."""
 
 _hasher = PasswordHasher()
 # Verified against when the login is unknown, so that answer takes as long as a wrong password.
@@ -168,9 +170,11 @@ def update(svc: Services, person_id: str, changes: Mapping[str, Any], *, by: str
         if not svc.redis.set(keys.person_login(new_login), person_id, nx=True):
             raise LoginTaken(new_login)
         fields["login"] = new_login
-    token_ids = [str(t) for t in svc.redis.smembers(keys.person_tokens(person_id))]  # type: ignore[union-attr]
-    hashes = [str(svc.redis.get(keys.token_ref(t)) or "") for t in token_ids]
-    with svc.redis.pipeline(transaction=True) as pipe:
+    def attempt(pipe: redis.client.Pipeline) -> None:
+        # WATCHed: a token issued meanwhile makes this run again, so none outlives it
+        token_ids = [str(t) for t in pipe.smembers(keys.person_tokens(person_id))]  # type: ignore[union-attr]
+        hashes = [str(pipe.get(keys.token_ref(t)) or "") for t in token_ids]
+        pipe.multi()
         pipe.hset(keys.person(person_id), mapping=fields)
         if bump:
             pipe.hincrby(keys.person(person_id), "session_epoch", 1)
@@ -182,7 +186,8 @@ def update(svc: Services, person_id: str, changes: Mapping[str, Any], *, by: str
             for h in hashes:
                 if h:
                     pipe.hset(keys.token(h), "name", new_login)
-        pipe.execute()
+
+    svc.redis.transaction(attempt, keys.person_tokens(person_id))
     found = get(svc, person_id)
     assert found is not None
     return found
@@ -249,6 +254,9 @@ def authenticate(svc: Services, login: str, password: str, *, client: str) -> Pe
     the address is locked out; else None, the same None whatever the reason."""
     login_key, client_key = _signin_keys(svc, login, client)
     if signin_locked(svc, login, client):
+        return None
+    if len(password) > PASSWORD_MAX:  # not worth hashing: no stored password is this long
+        _fail(svc, login_key, client_key)
         return None
     found = by_login(svc, login) if login.strip() else None
     stored = (svc.redis.hget(keys.person(found.id), "password_hash") if found else None)

@@ -159,3 +159,20 @@ def test_bad_secrets_for_a_real_token_id_lock_that_persons_tokens(svc):
 ])
 def test_rights(role, action, ok):
     assert access.allowed(role, action) is ok
+
+
+def test_long_passwords_fail_without_hashing(svc):
+    make(svc)
+    assert person.authenticate(svc, "yamada", "x" * (person.PASSWORD_MAX + 1),
+                               client="c") is None
+
+
+@pytest.mark.parametrize("module", ["ivr/person.py", "ivr/access.py", "ivr/schemas.py"])
+def test_people_modules_take_plain_values_never_flask(module):
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / module).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not [m for m in imported if m.split(".")[0] in ("flask", "werkzeug")]

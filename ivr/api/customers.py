@@ -53,8 +53,8 @@ def upsert_customers() -> tuple[Response, int]:
         except customer.ValidationError as e:
             raise invalid(e.field or "body", e.message) from None
     elif isinstance(body, list):
-        bad_text = schemas.validate("CustomerList", body)
-        if bad_text and all("cannot be spoken" in e.message for e in bad_text):
+        bad_text = schemas.unspeakable(body)
+        if bad_text:
             raise ApiError(400, "invalid_field", bad_text[0].message, bad_text[0].field,
                            errors=[e.to_json() for e in bad_text])
         if len(body) > MAX_LIST:

@@ -7,6 +7,7 @@ from flask import Response, jsonify, request
 from ivr import current_services, supervisor
 from ivr.api import actor, bp, json_body
 from ivr.errors import ApiError, invalid
+from ivr.schemas import ROSTER_REASONS
 from ivr.supervisor import Supervisor
 
 
@@ -54,6 +55,7 @@ def supervisor_candidates() -> Response:
     reason = request.args.get("reason", "").strip()
     if not reason:
         raise invalid("reason", "reason is required, such as ?reason=manager")
+    reason = ROSTER_REASONS.get(reason, reason)  # the roster's words name a ladder too
     svc = current_services()
     try:
         supervisor.ladder_steps(svc, reason)

@@ -622,6 +622,7 @@ def test_get_bad_phone_is_400_naming_phone(admin: Any) -> None:
         "code": "invalid_field",
         "message": "phone is not a valid phone number",
         "field": "phone",
+        "errors": [{"field": "phone", "message": "phone is not a valid phone number"}],
     }
 
 

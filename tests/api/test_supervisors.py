@@ -534,3 +534,13 @@ def test_redis_down_is_503_json(tmp_path: Any, fake_twilio: Any) -> None:
 
     assert [r.status_code for r in answers] == [503] * 4
     assert [r.get_json()["error"]["code"] for r in answers] == ["storage_unavailable"] * 4
+
+
+@pytest.mark.parametrize("word,ladder", [("billing", "money"), ("general", "operator"),
+                                         ("technical", "technical")])
+def test_candidates_take_the_rosters_words(admin: Any, word: str, ladder: str) -> None:
+    assert admin.put("/api/supervisors", json=LADDER_ROSTER).status_code == 200
+    by_word = admin.get(f"/api/supervisors/candidates?reason={word}")
+    by_ladder = admin.get(f"/api/supervisors/candidates?reason={ladder}")
+    assert by_word.status_code == 200
+    assert names(by_word, "candidates") == names(by_ladder, "candidates")

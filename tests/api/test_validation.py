@@ -124,3 +124,12 @@ def test_escalate_with_an_unknown_reason_names_it(admin):
     error = response.get_json()["error"]
     assert response.status_code == 400
     assert [e["field"] for e in error["errors"]] == ["reason", "note"]
+
+
+def test_a_customer_list_with_a_control_character_names_its_index(admin, redis):
+    body = '[{"phone": "090-1234-5678", "name": "山田"}, {"phone": "090-1234-5679", ' \
+           '"name": "鈴木\\u001b"}]'
+    response = admin.put("/api/customers", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == "[1].name"
+    assert redis.keys(keys.customer("*")) == []
