@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import redis
 from rq.worker import HerokuWorker
 
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     from ivr.services import Services
 
 WORKER_REDIS_TIMEOUT = 5.0  # a job may wait on Redis longer than a webhook may
+SCHEDULER_CHECK_SECONDS = 5  # a dead scheduler process is started again within this
+
+log = logging.getLogger("worker")
 
 
 def worker_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -47,11 +51,74 @@ def worker_services() -> Services:
 
 class Worker(HerokuWorker):  # type: ignore[misc]
     """HerokuWorker (clean SIGTERM) that builds Services once, before it forks a work horse
-    per job, so no job pays for loading flows/ and prompts/ and opening clients again."""
+    per job, so no job pays for loading flows/ and prompts/ and opening clients again.
+
+    With `--with-scheduler` it runs our `worker.scheduler.Scheduler` (survives Redis
+    outages, dies with this worker, logs as JSON) and supervises it: the main loop wakes at
+    least every SCHEDULER_CHECK_SECONDS, and a scheduler process that is gone is logged and
+    started again then, not at RQ's ten-minute maintenance pass. A worker whose scheduler
+    could not take the locks (another worker's holds them) tries again on the same beat, so
+    it takes over within seconds of the holder's locks expiring.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._scheduler_supervised = False
         worker_services()
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long one wait for a job may block: short, so the loop beats and checks the
+        scheduler every few seconds even when no job comes."""
+        return SCHEDULER_CHECK_SECONDS
+
+    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
+                         *args: Any, **kwargs: Any) -> None:
+        """RQ's start of the scheduler, with our Scheduler class. In burst mode it only moves
+        the jobs already due (as RQ does) and is not supervised."""
+        from worker.scheduler import Scheduler
+
+        self.scheduler = Scheduler(
+            self.queues, connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            serializer=self.serializer)
+        self._scheduler_supervised = not burst
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if burst:
+            try:
+                self.scheduler.register_birth()
+                self.scheduler.enqueue_scheduled_jobs()
+            finally:
+                self.scheduler.release_locks()
+                self.scheduler.register_death()
+        else:
+            self.scheduler.start()
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's heartbeat (every loop while idle, every job-monitoring interval during a
+        job), then a look at the scheduler."""
+        super().heartbeat(*args, **kwargs)
+        self.supervise_scheduler()
+
+    def supervise_scheduler(self) -> None:
+        """Start the scheduler again when its process is gone: logged once per death with
+        its exit code. Never raises; without Redis the next beat tries again."""
+        scheduler = self.scheduler
+        if not self._scheduler_supervised or scheduler is None or self.is_horse:
+            return  # a work horse is not the scheduler's parent
+        process = scheduler._process
+        if process is not None and process.is_alive():
+            return
+        if process is not None:
+            log.error("scheduler process %s exited with code %s; starting another",
+                      process.pid, process.exitcode)
+            scheduler._process = None
+        try:
+            scheduler.acquire_locks(auto_start=True)
+        except redis.RedisError as e:
+            log.warning("scheduler not started, redis unavailable (%s)", type(e).__name__)
 
 
 def retryable(e: TwilioRestException) -> bool:

@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from ivr.services import Services
-from tests.voice.helpers import add_customer, declare, new_sid
+from tests.factories import add_customer, declare, new_sid
 
 JA = "+819012340001"
 EN = "+819012340002"

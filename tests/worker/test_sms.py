@@ -8,7 +8,7 @@ import pytest
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL
-from tests.voice.helpers import add_customer, declare
+from tests.factories import add_customer, declare
 
 JA = "+819012340001"
 EN = "+819012340002"
