@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from freezegun import freeze_time
+from rq import SimpleWorker
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app, keys
@@ -260,9 +261,6 @@ def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPa
              content: dict[str, Any]) -> Any:
     """Run every queued RQ job in a real (in-process) RQ worker, configured like production:
     from the environment, against the same Redis and fake Twilio."""
-    from rq import SimpleWorker
-
-
     for name, value in config.items():
         if name.isupper():
             monkeypatch.setenv(name, str(value))
@@ -273,10 +271,22 @@ def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPa
                         functools.partial(build_services, **content))
 
     def run() -> None:
-        SimpleWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
+        BurstWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
 
     yield run
     forget_worker_services()
+
+
+class BurstWorker(SimpleWorker):  # type: ignore[misc]
+    """An in-process RQ worker without the pub/sub command channel, which a burst run never
+    reads: with redis-py 8, RQ's teardown (unsubscribe, then stop the listening thread)
+    can leave that thread waiting its full 60 s for a subscription, so a test hung."""
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
 
 
 def forget_worker_services() -> None:

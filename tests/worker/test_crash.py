@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from rq import SimpleWorker, Worker
+from rq import Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.scheduler import RQScheduler
@@ -28,7 +28,7 @@ from rq.scheduler import RQScheduler
 from ivr import create_app, keys
 from ivr.config import FROM_ENV
 from ivr.services import Services, build_services
-from tests.conftest import ADMIN_TOKEN, forget_worker_services
+from tests.conftest import ADMIN_TOKEN, BurstWorker, forget_worker_services
 from tests.factories import add_customer, declare
 from tests.worker import RqWorker, until
 
@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
         scheduler.enqueue_scheduled_jobs()
         scheduler.release_locks()
         assert f"sweep-{inc['id']}-0-1" in svc.sms_queue.get_job_ids()
-        SimpleWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
+        BurstWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
 
     sent = fake_twilio.sent_to()
     assert sent == {phone: 1 for phone in RECIPIENTS}
