@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,41 @@ class Worker(HerokuWorker):  # type: ignore[misc]
         else:
             self.scheduler.start()
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's check, which quits the worker on a Redis error: here it waits a second and
+        goes on, and the job loop waits for Redis as RQ's own does."""
+        try:
+            super().check_for_suspension(burst)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            log.warning("suspension not checked, redis unavailable (%s)", type(e).__name__)
+            time.sleep(1)
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance (clean registries, start the scheduler), which quits the worker
+        on a Redis error: here it is left for the next pass (it runs again until it
+        completes)."""
+        try:
+            super().run_maintenance_tasks()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            log.warning("maintenance skipped, redis unavailable (%s)", type(e).__name__)
+            time.sleep(1)
+
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe, race-free: the listening thread is told to end before the
+        UNSUBSCRIBE goes out, so the reply wakes it to leave. In RQ's order (unsubscribe,
+        then stop) the thread could read the reply first and wait its full 60 s for a new
+        subscription, and a SIGTERM'd worker missed its clean stop."""
+        thread = self.pubsub_thread
+        if not thread:
+            return
+        try:
+            thread.stop(timeout=0)  # redis-py 8: clear the flag, do not wait
+        except TypeError:
+            thread.stop()  # older redis-py: stop() only clears the flag
+        self.pubsub.unsubscribe()
+        thread.join(timeout=1)
+        self.pubsub.close()
+
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         """RQ's heartbeat (every loop while idle, every job-monitoring interval during a
         job), then a look at the scheduler."""
@@ -106,8 +142,9 @@ class Worker(HerokuWorker):  # type: ignore[misc]
         """Start the scheduler again when its process is gone: logged once per death with
         its exit code. Never raises; without Redis the next beat tries again."""
         scheduler = self.scheduler
-        if not self._scheduler_supervised or scheduler is None or self.is_horse:
-            return  # a work horse is not the scheduler's parent
+        if not self._scheduler_supervised or scheduler is None or self.is_horse \
+                or self._stop_requested:
+            return  # a work horse is not the scheduler's parent; a stopping worker lets it go
         process = scheduler._process
         if process is not None and process.is_alive():
             return

@@ -108,6 +108,7 @@ def run(scheduler: Scheduler) -> None:
     """The scheduler process: its traceback, if it ever raises, goes through the logging the
     worker set up (JSON, masked) and the process exits 1, instead of multiprocessing
     printing the raw traceback to stderr."""
+    scheduler._install_signal_handlers()  # first: the worker's handlers came with the fork
     log.info("scheduler for %s started with pid %s", ", ".join(sorted(scheduler._queue_names)),
              os.getpid())
     try:
