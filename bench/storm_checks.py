@@ -13,7 +13,7 @@ import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,9 +44,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def log_lines(sizes: dict[Path, int]) -> dict[str, Counter[str]]:
+def log_lines(sizes: dict[Path, int], excused: tuple[float, float] | None = None
+              ) -> dict[str, Counter[str]]:
     """WARNING and worse lines of the JSON logs up to the given sizes, by log (web, worker),
-    level and the message's first words."""
+    level and the message's first words; lines stamped inside `excused` (time.time() from,
+    to: a Redis outage) are counted under "outage" instead."""
     found: dict[str, Counter[str]] = {}
     for path, size in sizes.items():
         name = path.stem.rstrip("0123456789")
@@ -60,8 +62,18 @@ def log_lines(sizes: dict[Path, int]) -> dict[str, Counter[str]]:
             level = entry.get("level") if isinstance(entry, dict) else None
             if level in ("WARNING", "ERROR", "CRITICAL"):
                 msg = " ".join(str(entry.get("msg", "")).split()[:4])
-                found.setdefault(name, Counter())[f"{level} {msg}"] += 1
+                found.setdefault("outage" if excused and excused[0] <= _epoch(entry)
+                                 <= excused[1] else name, Counter())[f"{level} {msg}"] += 1
     return found
+
+
+def _epoch(entry: dict[str, Any]) -> float:
+    """The line's "ts" (ivr.logs: 2026-11-23T22:15:07.123Z) as time.time()."""
+    try:
+        return datetime.strptime(str(entry.get("ts")), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 @dataclass
@@ -81,10 +93,12 @@ def verify(storm: Storm, plans: list[Call], run: dict[str, Any], fake: TimedTwil
     and what Redis holds. `seen` is what was read before the deployment stopped: the
     incident's counters (admin API), the roster's numbers, how long the jobs took."""
     started = [p for p in plans if p.started]
+    judged = [p for p in started if not p.in_outage]  # the outage's calls: answered is all
     figures: dict[str, Any] = {"incident_counters": seen["counters"]}
     checks = (check_answers(storm, plans, run, svc, logs, figures)
-              + check_incident(storm, started, svc, seen["counters"], figures)
-              + check_escalations(storm, started, fake, seen["sv_phones"], figures)
+              + check_outage(storm, started, seen, logs, figures)
+              + check_incident(storm, judged, svc, seen["counters"], figures)
+              + check_escalations(storm, judged, fake, seen["sv_phones"], figures)
               + check_sms(storm, customers, fake, svc, seen, figures))
     figures["latency_ms"] = {
         path: {"count": len(s.latencies), "p50": round(pct(s.latencies, .5), 1),
@@ -140,6 +154,30 @@ def check_answers(storm: Storm, plans: list[Call], run: dict[str, Any], svc: Ser
               f"{late} late", late == 0 and rate >= args.cps * 0.98),
         Check("status callbacks (completed)", "one per call", f"{hung:,} of {len(started):,}",
               hung == len(started)),
+    ]
+
+
+def check_outage(storm: Storm, started: list[Call], seen: dict[str, Any],
+                 logs: dict[str, Counter[str]], figures: dict[str, Any]) -> list[Check]:
+    """--redis-outage: the callers in the window were answered (check_answers counts them
+    with the rest), and the scheduler is live again on every queue afterwards."""
+    if storm.outage is None:
+        return []
+    away = storm.outage[1] - storm.outage[0]
+    during = [p for p in started if p.in_outage]
+    apologies = sum(s.degraded_in_outage for s in storm.paths.values())
+    up = seen.get("scheduler_up", {})
+    figures.update(outage_seconds=round(away, 1), calls_in_outage=len(during),
+                   degraded_in_outage=apologies,
+                   outage_log_lines=sum(logs.get("outage", Counter()).values()),
+                   scheduler_up=up)
+    return [
+        Check("Redis outage: callers in it answered", "every caller",
+              f"{sum(1 for p in during if p.answered)} of {len(during)} "
+              f"({apologies} apologies) in {away:.1f} s away",
+              all(p.answered for p in during)),
+        Check("scheduler live again after it (ivr_rq_scheduler_up)", "1 on every queue",
+              str(up), bool(up) and all(v == 1 for v in up.values())),
     ]
 
 
