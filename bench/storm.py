@@ -210,6 +210,7 @@ class Call:
     error: str = ""
     hung_up: bool = False
     in_outage: bool = False  # started while Redis was away (--redis-outage)
+    hangup_in_outage: bool = False  # its status callback was refused (503) while away
 
 
 def plan_calls(cps: float, seconds: float, customers: list[Customer], seed: int,
@@ -372,6 +373,7 @@ class PathStats:
     errors: int = 0
     degraded: int = 0
     degraded_in_outage: int = 0  # the apology while Redis was away: the promise, not a fault
+    retry_in_outage: int = 0  # a status callback answered 503 (retry later) while away
 
 
 class StormPhone(Phone):
@@ -403,9 +405,11 @@ class StormPhone(Phone):
         """The caller hangs up: Twilio's `completed` status callback."""
         duration = str(max(1, round(time.monotonic() - self.plan.started)))
         try:
+            began = time.monotonic()
             status, _, _ = self._post(self.public_url + "/voice/status",
                                       self._form("completed", CallDuration=duration))
             self.plan.hung_up = status == 200
+            self.plan.hangup_in_outage = status == 503 and self.storm.in_outage(began)
         except PhoneError:
             pass  # counted by note()
 
@@ -459,11 +463,14 @@ class Storm:
         ms = (time.monotonic() - began) * 1000
         problem = failure
         root = None
-        if not problem and status != 200:
+        retry_later = (status == 503 and path == "/voice/status" and self.in_outage(began))
+        if not problem and status != 200 and not retry_later:
             problem = f"HTTP {status}"
-        if not problem and mimetype not in ("text/xml", "application/xml"):
+        if not problem and retry_later:
+            pass  # Twilio is asked to send it again; nothing to parse
+        elif not problem and mimetype not in ("text/xml", "application/xml"):
             problem = f"answered {mimetype}"
-        if not problem:
+        if not problem and not retry_later:
             try:
                 root = ET.fromstring(body)
             except ET.ParseError as e:
@@ -486,6 +493,8 @@ class Storm:
                 stats.errors += 1
                 if len(self.samples) < 10:
                     self.samples.append(f"{path}: {problem}"[:200])
+            if retry_later:
+                stats.retry_in_outage += 1
             if degraded and self.in_outage(began):
                 stats.degraded_in_outage += 1
             elif degraded:

@@ -93,12 +93,11 @@ def verify(storm: Storm, plans: list[Call], run: dict[str, Any], fake: TimedTwil
     and what Redis holds. `seen` is what was read before the deployment stopped: the
     incident's counters (admin API), the roster's numbers, how long the jobs took."""
     started = [p for p in plans if p.started]
-    judged = [p for p in started if not p.in_outage]  # the outage's calls: answered is all
     figures: dict[str, Any] = {"incident_counters": seen["counters"]}
     checks = (check_answers(storm, plans, run, svc, logs, figures)
               + check_outage(storm, started, seen, logs, figures)
-              + check_incident(storm, judged, svc, seen["counters"], figures)
-              + check_escalations(storm, judged, fake, seen["sv_phones"], figures)
+              + check_incident(storm, started, svc, seen["counters"], figures)
+              + check_escalations(storm, started, fake, seen["sv_phones"], figures)
               + check_sms(storm, customers, fake, svc, seen, figures))
     figures["latency_ms"] = {
         path: {"count": len(s.latencies), "p50": round(pct(s.latencies, .5), 1),
@@ -127,6 +126,7 @@ def check_answers(storm: Storm, plans: list[Call], run: dict[str, Any], svc: Ser
     failed_jobs = sum(FailedJobRegistry(queue=q).count for q in (svc.sms_queue, svc.queue))
     answered = sum(1 for p in started if p.answered)
     hung = sum(1 for p in started if p.hung_up)
+    refused = sum(1 for p in started if p.hangup_in_outage)  # 503 while Redis was away
     lags = storm.lags
     late = sum(1 for x in lags if x > 1.0)
     rate = len(started) / run["issued_for"] if run["issued_for"] else 0.0
@@ -152,8 +152,10 @@ def check_answers(storm: Storm, plans: list[Call], run: dict[str, Any], svc: Ser
               f"{rate:.2f}/s; start lag p50 {figures['start_lag_p50_ms']} ms, p99 "
               f"{figures['start_lag_p99_ms']} ms, max {figures['start_lag_max_ms']} ms; "
               f"{late} late", late == 0 and rate >= args.cps * 0.98),
-        Check("status callbacks (completed)", "one per call", f"{hung:,} of {len(started):,}",
-              hung == len(started)),
+        Check("status callbacks (completed)", "one per call",
+              f"{hung:,} of {len(started):,}" + (f" ({refused} refused in the outage)"
+                                                  if refused else ""),
+              hung + refused == len(started)),
     ]
 
 
@@ -186,8 +188,9 @@ def check_incident(storm: Storm, started: list[Call], svc: Services,
     """The declaration mid-storm: announced to exactly the calls after it, the affected
     callers tagged (read back from their call records), and the incident's counters."""
     incident_id = storm.declared.get("id", "")
-    before = {p.index for p in started if p.started < storm.declare_sent}
-    after = {p.index for p in started if p.started > storm.declare_done}
+    # calls in a Redis outage (--redis-outage) heard the apology: judged in check_outage
+    before = {p.index for p in started if p.started < storm.declare_sent and not p.in_outage}
+    after = {p.index for p in started if p.started > storm.declare_done and not p.in_outage}
     heard_before = sum(1 for p in started if p.index in before and p.announced)
     missed_after = sum(1 for p in started if p.index in after and not p.announced)
     wrong_tags = tagged = 0
@@ -222,7 +225,7 @@ def check_escalations(storm: Storm, started: list[Call], fake: TimedTwilio,
                       sv_phones: set[str], figures: dict[str, Any]) -> list[Check]:
     """Each manager request heard the transfer and rang exactly one SV first (the
     `attempt=0` leg of calls.create, found by the call's CallSid in its URL)."""
-    asked = [p for p in started if p.escalate]
+    asked = [p for p in started if p.escalate and not p.in_outage]
     transferred = [p for p in asked if p.transferred is not None]
     legs: dict[tuple[str, str], list[float]] = {}
     other_calls = 0
@@ -236,7 +239,7 @@ def check_escalations(storm: Storm, started: list[Call], fake: TimedTwilio,
             continue
         legs.setdefault((sid, attempt), []).append(at)
     firsts = {sid: times[0] for (sid, attempt), times in legs.items() if attempt == "0"}
-    asked_sids = {p.call_sid for p in asked}
+    asked_sids = {p.call_sid for p in started if p.escalate}
     missing = sum(1 for p in asked if p.call_sid not in firsts)
     doubled = sum(1 for (_, attempt), times in legs.items() if attempt == "0" and len(times) > 1)
     stray = sum(1 for sid in firsts if sid not in asked_sids)
