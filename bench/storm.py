@@ -15,7 +15,7 @@ one in twenty on a landline, about one in a hundred having texted 停止), and t
 supervisors are put on call.
 
 The storm is open loop: a scheduler starts one call every 1/cps s whatever the service does,
-on a bounded pool of threads. Each call is ivr.simulator.Phone, which signs every webhook over
+on a bounded pool of threads. Each call is ivr.dev.phone.Phone, which signs every webhook over
 PUBLIC_BASE_URL as Twilio does and follows Gather, Redirect and Enqueue waitUrl; here each of
 its requests goes to the next web process in turn (a load balancer) and is timed and checked.
 Callers: 70 % known customers (each calls once), 20 % unknown numbers, 10 % withheld; 10 %
@@ -108,8 +108,8 @@ from storm_checks import RESULTS, log_lines, markdown, report, verify, write_sec
 from werkzeug.serving import make_server  # noqa: E402
 
 from ivr import keys  # noqa: E402
+from ivr.dev.phone import Input, Phone, PhoneError, Printer  # noqa: E402
 from ivr.services import Services, build_services  # noqa: E402
-from ivr.simulator import Input, Phone, PhoneError, Printer  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer  # noqa: E402
 
 SCOPE = {"services": ["tv"], "regions": ["naha"], "numbers": []}

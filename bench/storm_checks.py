@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START_MARK, END_MARK = "<!-- storm:start -->", "<!-- storm:end -->"
+# Hand-written notes on reading the figures (moved from the README); bench/run keeps them.
+NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -350,7 +352,7 @@ def markdown(checks: list[Check], figures: dict[str, Any], cpu: dict[str, Any],
            f"IVR_SMS_MPS={settings_used['sms_mps']:g}, log level INFO.",
            f"- Load: {settings_used['cps']:g} new calls/s for {settings_used['minutes']:g} min, "
            f"open loop (a call starts on its slot whatever the service does; at most "
-           f"{settings_used['threads']} calls in progress), each driven by ivr.simulator.Phone "
+           f"{settings_used['threads']} calls in progress), each driven by ivr.dev.phone.Phone "
            "(signed webhooks, Gather, Redirect, Enqueue waitUrl), every request to the next "
            "web process in turn. 70 % known customers (each calls once), 20 % unknown, 10 % "
            "withheld; every tenth call asks for a manager (utterances from "
@@ -429,7 +431,8 @@ def write_section(section: str) -> None:
     RESULTS.write_text(text, encoding="utf-8")
 
 
-def kept_section(text: str) -> str | None:
-    """The storm section of a RESULTS.md text, markers included, if it has one."""
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    return text[start:end + len(END_MARK)] if start >= 0 and end > start else None
+def kept_section(text: str, marks: tuple[str, str] = (START_MARK, END_MARK)) -> str | None:
+    """The storm section of a RESULTS.md text (or the one between `marks`), markers
+    included, if it has one."""
+    start, end = text.find(marks[0]), text.find(marks[1])
+    return text[start:end + len(marks[1])] if start >= 0 and end > start else None

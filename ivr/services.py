@@ -19,7 +19,7 @@ from rq import Queue
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from ivr.console_backend import CONSOLE, ConsoleHttpClient
+from ivr.dev.rest import CONSOLE, ConsoleHttpClient
 from ivr.flows import Flows, load_flows
 from ivr.intent import Lexicon, load_lexicon
 from ivr.prompts import Prompts, load_prompts
@@ -118,7 +118,7 @@ def twilio_client(config: Mapping[str, Any]) -> Client:
     """Twilio's REST client with a 5 s timeout, sent to TWILIO_API_BASE_URL.
 
     The literal value "console" (scripts/dev sets it when it made up the credentials) keeps
-    every request on this machine: ivr.console_backend logs it and answers with SIDs.
+    every request on this machine: ivr.dev.rest logs it and answers with SIDs.
     """
     base = str(config.get("TWILIO_API_BASE_URL") or "https://api.twilio.com")
     http: TwilioHttpClient
