@@ -135,9 +135,14 @@ def twilio_client(config: Mapping[str, Any]) -> Client:
 
 
 def build_services(
-    config: Mapping[str, Any], *, clock: Clock = utc_now, redis_timeout: float | None = None
+    config: Mapping[str, Any], *, clock: Clock = utc_now, redis_timeout: float | None = None,
+    flows: Flows | None = None, prompts: Prompts | None = None, lexicon: Lexicon | None = None,
 ) -> Services:
     """Build everything from settings; `rq_redis` stays undecoded because RQ needs bytes.
+
+    `flows`, `prompts` and `lexicon` default to loading IVR_FLOWS_DIR and IVR_PROMPTS_DIR
+    (about half a second); a caller that already holds them (the tests, once per session)
+    passes them in. They are read-only, so one copy may serve any number of Services.
 
     The web passes no `redis_timeout` and gets IVR_REDIS_TIMEOUT (short, so a webhook still
     answers when Redis is slow); the worker asks for a longer one. The job queue may live on a
@@ -155,8 +160,9 @@ def build_services(
         queue=Queue("default", connection=rq_redis),
         sms_queue=Queue("sms", connection=rq_redis),
         clock=clock,
-        flows=load_flows(config["IVR_FLOWS_DIR"]),
-        lexicon=load_lexicon(Path(config["IVR_FLOWS_DIR"]) / "intents.yaml"),
-        prompts=load_prompts(config["IVR_PROMPTS_DIR"]),
+        flows=load_flows(config["IVR_FLOWS_DIR"]) if flows is None else flows,
+        lexicon=(load_lexicon(Path(config["IVR_FLOWS_DIR"]) / "intents.yaml")
+                 if lexicon is None else lexicon),
+        prompts=load_prompts(config["IVR_PROMPTS_DIR"]) if prompts is None else prompts,
         config=config,
     )

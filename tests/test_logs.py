@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from ivr import logs
+from tests.conftest import BurstWorker
 
 SID = "CA0123456789abcdef0123456789abcdef"
 MESSAGE_SID = "SM0123456789abcdef0123456789abcdef"
@@ -251,7 +252,7 @@ def test_job_id_comes_from_the_running_rq_job(
     queue = Queue("sms", connection=connection)
     job = queue.enqueue(log_inside_job, job_id="sms-inc1-1-0a1b2c3d4e5f")
 
-    SimpleWorker([queue], connection=connection).work(burst=True)
+    BurstWorker([queue], connection=connection).work(burst=True)
 
     assert job.get_status(refresh=True) == "finished"
     sending = [line for line in log_lines() if line["logger"] == "worker.test"]
