@@ -7,7 +7,7 @@ import json
 import re
 
 from ivr import keys
-from tests.voice.helpers import add_customer
+from tests.factories import add_customer
 
 DECLARE = {
     "title": "メール障害", "severity": "major", "status": "investigating", "audience": "",

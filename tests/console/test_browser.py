@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from ivr import keys, person
+from tests import twiml
 from tests.conftest import forget_worker_services, sign
 from tests.console.conftest import ARTEFACTS, PASSWORD
-from tests.voice.helpers import add_customer, new_sid
+from tests.factories import add_customer, new_sid
 
 pytestmark = pytest.mark.slow
 CUSTOMERS = [f"+8190000002{i:02d}" for i in range(3)]
@@ -34,7 +35,10 @@ def voice_incoming(server: Any, caller: str) -> list[str]:
         server.url + "/voice/incoming", data=urllib.parse.urlencode(form).encode(),
         headers={"X-Twilio-Signature": sign(server.url + "/voice/incoming", form)})
     with urllib.request.urlopen(request, timeout=10) as answer:
-        root = ET.fromstring(answer.read())
+        assert answer.headers.get_content_type() == "text/xml"
+        body = answer.read()
+    twiml.validate(body)  # against Twilio's own schema
+    root = ET.fromstring(body)
     return [el.text or "" for el in root.iter("Say")]
 
 

@@ -10,7 +10,7 @@ import pytest
 from ivr import keys
 from tests.conftest import parse_twiml
 from tests.console.test_board import DECLARE, declared_id
-from tests.voice.helpers import add_customer, new_sid, says
+from tests.factories import add_customer, new_sid, says
 
 CALLER = "+819012345678"
 

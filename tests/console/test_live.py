@@ -9,7 +9,7 @@ import re
 from ivr import keys
 from tests.api.test_escalate import waiting_caller
 from tests.console.test_board import DECLARE, declared_id
-from tests.voice.helpers import add_customer, put_roster
+from tests.factories import add_customer, put_roster
 
 
 def panel(console) -> str:

@@ -7,7 +7,7 @@ import io
 
 from ivr import customer, keys
 from tests.api.test_escalate import waiting_caller
-from tests.voice.helpers import add_customer, put_roster
+from tests.factories import add_customer, put_roster
 
 
 def escalated_by_operator(admin, twilio_post, svc, op_login: str = "suzuki") -> str:
