@@ -32,8 +32,8 @@ ROLES = {"責任者", "上司", "上長", "上席", "店長", "部長", "課長"
          "マネージャー", "マネジャー", "スーパーバイザー", "権限", "決定権", "偉い", "役職者",
          "役職", "主任", "所長", "室長", "係長", "支店長", "センター長", "監督者", "管理職",
          "上", "トップ", "決裁権", "責任", "立場", "SV", "sv"}
-REQUESTS = {"代わる", "替わる", "変わる", "換わる", "繋ぐ", "つなぐ", "呼ぶ", "出す", "願う", "お願い",
-            "話す", "話", "居る", "いる", "いらっしゃる", "取り次ぐ", "出る", "来る", "連絡",
+REQUESTS = {"代わる", "替わる", "変わる", "換わる", "繋ぐ", "つなぐ", "呼ぶ", "出す", "願う",
+            "お願い", "話す", "話", "居る", "いる", "いらっしゃる", "取り次ぐ", "出る", "来る", "連絡",
             "説明", "判断", "決める", "繋げる"}
 KANA_ONLY = re.compile(r"^[\u3040-\u30ff\uff66-\uff9f\s、。？！ー]+$")
 
@@ -43,7 +43,7 @@ def tokenizer(name: str) -> Callable[[str], list[str]]:
     if name == "sudachi":
         from sudachipy import Dictionary, SplitMode
 
-        tok = Dictionary(dict="core").create()
+        tok = Dictionary(dict="core").create()  # .tokenizer() in newer SudachiPy
         mode = SplitMode.C
         return lambda text: [m.dictionary_form() for m in tok.tokenize(text, mode)]
     if name == "fugashi":
