@@ -225,6 +225,18 @@ def test_tricky_cases(lexicon, text, labels):
     assert lexicon.classify(text).labels == labels
 
 
+def test_a_role_and_a_request_must_be_close(lexicon):
+    """The structure rule's window (12 characters in Japanese, 24 in English) and `alone`:
+    a role with nothing else said is a request, a role far from any request is not."""
+    assert lexicon.classify("上席の方に" + "あ" * 7 + "代わって").wants_manager
+    assert not lexicon.classify("上席の方に" + "あ" * 13 + "代わって").wants_manager
+    assert lexicon.classify("speak to" + " x" * 8 + " supervisor").wants_manager
+    assert not lexicon.classify("speak to" + " x" * 12 + " supervisor").wants_manager
+    assert lexicon.classify("上席").wants_manager
+    assert lexicon.classify("上席さん").wants_manager
+    assert not lexicon.classify("上席の話ですけど").wants_manager
+
+
 def test_digits_never_make_a_label(lexicon):
     for digits in ("0", "1", "2", "9", "#", "*", "11"):
         assert lexicon.classify("", digits) == NO_INTENT
