@@ -224,16 +224,12 @@ class _Structure:
 
 @dataclass(frozen=True)
 class _Found:
-    """One spelling of the lexicon: which label it is for, or which label it excludes."""
+    """One spelling of the lexicon: the label it is for, and as which part of it."""
 
     label: str
     part: str  # phrase, exclude, role or request (the last two: the label's structure)
     written: str  # as flows/intents.yaml writes it; the call record shows this
     length: int
-
-    @property
-    def excludes(self) -> bool:
-        return self.part == "exclude"
 
 
 class Lexicon:
