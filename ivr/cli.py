@@ -154,6 +154,7 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
         lexicon = load_lexicon(flows_dir / "intents.yaml")
         hints = sum(len(lexicon.hints(lang)) for lang in LANGS)
         echo(f"intents  OK    {flows_dir / 'intents.yaml'} ({hints} speech hints)", False)
+        problems += _check_corpus(lexicon, echo)
     except FlowError as e:
         problems += 1
         echo(f"intents  FAIL  {e}", True)
@@ -189,6 +190,31 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
         echo(f"prompts  OK    {prompts_dir} ({len(prompts.names())} templates × "
              f"{', '.join(LANGS)}, {rendered} renders)", False)
     return problems + failed
+
+
+def _check_corpus(lexicon: Any, echo: Callable[[str, bool], None]) -> int:
+    """Score the lexicon on tests/intents/corpus.yaml: the held-out test set's figures
+    against the targets (a miss of one is a problem), then the tune set's, with the
+    utterances it labels wrongly (the test set's are not shown: it is not tuned on)."""
+    from ivr.intent_eval import CORPUS, load_corpus, score
+
+    if not CORPUS.is_file():
+        echo(f"intents  warn  {CORPUS} is missing: precision and recall not measured", False)
+        return 0
+    corpus = load_corpus()
+    test = score(lexicon, corpus["test"], "test")
+    below = test.below_target()
+    echo(f"intents  {'FAIL' if below else 'OK  '}  test set, {test.total} held out: "
+         f"{test.summary()}", bool(below))
+    for line in below:
+        echo(f"intents  FAIL  test set below target: {line} (ivr/intent_eval.py TARGETS)",
+             True)
+    tune = score(lexicon, corpus["tune"], "tune")
+    echo(f"intents  OK    tune set, {tune.total}: {tune.summary()}; "
+         f"{tune.total - len(tune.misses)} labelled exactly right", False)
+    for line in tune.misses:
+        echo(f"intents  miss {line.strip()}", False)
+    return len(below)
 
 
 @cli.command("check", with_appcontext=False)
