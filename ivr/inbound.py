@@ -142,29 +142,10 @@ def _readable(phone: str | None, lang: str) -> str:
     return phonenumbers.format_number(number, style)
 
 
-# The active incidents and which of their number sets hold the sender, read at once: two
-# round trips could mix an incident's document with the membership of its next version (a
-# scope PATCH landing in between). An incident without numbers has no set (store_active),
-# so asking every one is the same answer as asking those with `scope.number_count`.
-# KEYS: incidents_active; ARGV: phone. The sets' keys are built from KEYS[1]'s hash-tag
-# prefix, in the same `{ivr}` slot (see call._INCOMING). Returns {active pairs, listed ids}.
-_CONCERNING = """
-local active = redis.call('HGETALL', KEYS[1])
-local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':', 1, true)) .. 'incident:'
-local listed = {}
-for i = 1, #active, 2 do
-  if redis.call('SISMEMBER', prefix .. active[i] .. ':numbers', ARGV[1]) == 1 then
-    listed[#listed + 1] = active[i]
-  end
-end
-return {active, listed}
-"""
-
-
 def concerning(svc: Services, phone: str, found: Customer | None) -> list[dict[str, Any]]:
     """Active incidents announced to this number (affected, or audience `all`), most severe
     and then oldest first, as every caller hears them."""
-    active, listed = svc.eval(_CONCERNING, 1, keys.incidents_active(), phone)
+    active, listed = svc.script("concerning")(keys=[keys.incidents_active()], args=[phone])
     docs = [json.loads(raw) for raw in active[1::2]]
     docs = [doc for doc in docs if incident.applies(doc, doc["id"] in listed, found)[0]]
     return sorted(docs, key=lambda d: (incident.SEVERITIES.index(d["severity"]),

@@ -19,7 +19,7 @@ CALL_TTL = 7 * 86400
 """Call records stay a week, long enough for the post-incident report."""
 RECENT_CALLS_MAX = 50_000
 """How many call ids the recent-calls index keeps (trimmed once a minute, by the stale-call
-sweep in call._INCOMING)."""
+sweep in ivr/lua/incoming.lua)."""
 
 
 def incident(incident_id: str) -> str:
@@ -107,7 +107,7 @@ def calls_active() -> str:
 
 def calls_swept() -> str:
     """String: the epoch of the last sweep of stale calls out of calls_active and waiting
-    (call._INCOMING), which sweeps again a minute later at the earliest. No TTL (one key)."""
+    (ivr/lua/incoming.lua), which sweeps again a minute later at the earliest. No TTL (one key)."""
     return f"{PREFIX}:calls:swept"
 
 
@@ -245,7 +245,7 @@ def token(token_hash: str) -> str:
 def metrics_calls_by_kinds() -> str:
     """Hash: a call's combination of tag kinds ("affected,vip", "repeat", "untagged"; kinds
     in METRIC_TAGS order) -> calls that came in with it, counted once per CallSid by
-    call._INCOMING; field 'priority' -> calls an escalation script first moved to the
+    ivr/lua/incoming.lua; field 'priority' -> calls an escalation script first moved to the
     priority band. /metrics adds the combinations up per kind (metrics.calls_by_tag).
     It replaces `calls_by_tag` (one field per kind, now in RETIRED): under a new name,
     Prometheus sees a counter reset rather than old and new counts added together. No TTL
@@ -269,7 +269,7 @@ def metrics_escalations() -> str:
 
 def metrics_escalation_attempts() -> str:
     """Hash: '<reason>|<result>' -> SV attempts given up (declined, timeout, busy, no-answer,
-    failed, canceled, completed), counted by escalation._ADVANCE. No TTL (fields are
+    failed, canceled, completed), counted by ivr/lua/escalation_advance.lua. No TTL (fields are
     bounded)."""
     return f"{PREFIX}:metrics:escalation_attempts"
 

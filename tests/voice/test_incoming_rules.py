@@ -1,4 +1,4 @@
-"""The caller's script (call._INCOMING) decides in Lua who an incident applies to; the SMS
+"""The caller's script (ivr/lua/incoming.lua) decides in Lua who an incident applies to; the SMS
 status reply (ivr.inbound) decides it in Python (incident.applies). Both must agree for every
 kind of scope, audience and caller, or a caller would hear one thing and read another."""
 
