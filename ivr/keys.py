@@ -58,11 +58,6 @@ def incidents_active() -> str:
     return f"{PREFIX}:incidents:active"
 
 
-def incident_seq() -> str:
-    """String counter: the number part of incident ids. No TTL."""
-    return f"{PREFIX}:seq:incident"
-
-
 def customer(phone: str) -> str:
     """Hash: one customer by E.164 number. No TTL."""
     return f"{PREFIX}:customer:{phone}"
@@ -274,7 +269,8 @@ def metrics_escalation_attempts() -> str:
     return f"{PREFIX}:metrics:escalation_attempts"
 
 
-RETIRED = (f"{PREFIX}:metrics:calls_by_tag",)
+RETIRED = (f"{PREFIX}:metrics:calls_by_tag",
+           f"{PREFIX}:seq:incident")  # the counter incident ids came from (incident.new_id)
 """Keys earlier versions wrote and nothing reads any more: ivr.upgrade removes them when the
 app starts, so they do not stay in Redis (none has a TTL) for ops to wonder about."""
 
@@ -283,7 +279,7 @@ ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_aud
        sms_reminder, incident_subscribers,
        incident, incident_timeline, incident_numbers, incident_counters, incidents_all,
        incidents_active,
-       incident_seq, customer, customers_all, customers_by_service, customers_by_region,
+       customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
        escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,
        agent_assignment, token,
