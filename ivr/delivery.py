@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from ivr import keys, optout
+from ivr import keys, optout, undeliverable
 from ivr.inbound import MESSAGE_SID
 from ivr.phone import mask, normalize
 from ivr.progress import JOB_RETRY
@@ -118,18 +118,18 @@ def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     phone = to or callback.to
     log.info("sms status message_sid=%s status=%s stored=%s error_code=%s to=%s", sid,
              callback.status, status, code or "-", mask(phone))
-    opted_out = undeliverable = False
+    opted_out = marked = False
     if phone and code in OPT_OUT_CODES:
         opted_out = optout.opt_out(svc, phone, "twilio-21610")
     if phone and code in UNDELIVERABLE_CODES:
-        undeliverable = bool(svc.redis.sadd(keys.sms_undeliverable(), phone))
+        marked = undeliverable.mark(svc, phone, code)
     if resend:
         _queue_resend(svc, sid)
     stopped = False
     if incident_id and seq and code in HALT_CODES:
         stopped = halt(svc, incident_id, seq, code, message_sid=sid)
     return Recorded(known=True, status=status, changed=bool(changed), counted=bool(counted),
-                    opted_out=opted_out, undeliverable=undeliverable,
+                    opted_out=opted_out, undeliverable=marked,
                     resend_queued=bool(resend), halted=stopped)
 
 

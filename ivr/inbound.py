@@ -16,7 +16,7 @@ from typing import Any
 
 import phonenumbers
 
-from ivr import customer, incident, keys, optout
+from ivr import customer, incident, keys, optout, undeliverable
 from ivr.customer import Customer
 from ivr.phone import mask, normalize
 from ivr.segments import segments, truncate
@@ -120,8 +120,9 @@ def reply_to(svc: Services, msg: InboundSms) -> str | None:
         changed = optout.opt_out(svc, msg.phone, "sms-keyword")
         reply = svc.prompts.render("sms_optout_confirm", lang, keep_lines=True) \
             if changed else None
-    elif kind == "opt_in":
+    elif kind == "opt_in":  # the number texted us: it takes messages, whatever was marked
         changed = optout.opt_in(svc, msg.phone, "sms-keyword")
+        changed = undeliverable.clear(svc, msg.phone, "sms-keyword") or changed
         reply = svc.prompts.render("sms_optin_confirm", lang, keep_lines=True) \
             if changed else None
     elif kind == "status":

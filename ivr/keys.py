@@ -117,10 +117,11 @@ SMS_TTL = 7 * 86400
 """Message records and send claims outlive any retry, resend or status callback by far."""
 
 
-def sms_undeliverable() -> str:
-    """Set: numbers whose carrier refused delivery (30004-30006); skipped by every fan-out.
-    No TTL."""
-    return f"{PREFIX}:sms:undeliverable"
+def sms_undeliverable(phone: str) -> str:
+    """String: JSON {error_code, until} of the refusal that marked a number undeliverable
+    (21211, 21614, 21635, 30004-30006); every fan-out skips it. TTL flows/sms.yaml
+    undeliverable_days; an upsert of the customer or START deletes it (ivr.undeliverable)."""
+    return f"{PREFIX}:sms:undeliverable:{phone}"
 
 
 def sms_claim(incident_id: str, seq: int | str, phone: str) -> str:
@@ -269,8 +270,12 @@ def metrics_escalation_attempts() -> str:
     return f"{PREFIX}:metrics:escalation_attempts"
 
 
+RETIRED_UNDELIVERABLE = f"{PREFIX}:sms:undeliverable"
+"""Set: the undeliverable numbers of earlier versions, without expiry: ivr.upgrade turns
+them into sms_undeliverable marks, then removes it with the rest of RETIRED."""
 RETIRED = (f"{PREFIX}:metrics:calls_by_tag",
-           f"{PREFIX}:seq:incident")  # the counter incident ids came from (incident.new_id)
+           f"{PREFIX}:seq:incident",  # the counter incident ids came from (incident.new_id)
+           RETIRED_UNDELIVERABLE)
 """Keys earlier versions wrote and nothing reads any more: ivr.upgrade removes them when the
 app starts, so they do not stay in Redis (none has a TTL) for ops to wonder about."""
 

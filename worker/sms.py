@@ -16,7 +16,7 @@ from rq import Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 from twilio.base.exceptions import TwilioRestException
 
-from ivr import cadence, customer, incident, keys, progress, supervisor
+from ivr import cadence, customer, incident, keys, progress, supervisor, undeliverable
 from ivr.delivery import (
     RANK,
     REFUSED_FOR_GOOD_CODES,
@@ -198,11 +198,11 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
         return "halted"
     pipe = svc.redis.pipeline(transaction=False)
     pipe.sismember(keys.sms_optout(), phone)
-    pipe.sismember(keys.sms_undeliverable(), phone)
+    pipe.exists(keys.sms_undeliverable(phone))
     pipe.hgetall(keys.customer(phone))
-    opted_out, undeliverable, data = pipe.execute()
+    opted_out, marked, data = pipe.execute()
     found = customer.Customer.from_hash(data)
-    if opted_out or undeliverable or (found and (not found.mobile or not found.sms_opt_in)):
+    if opted_out or marked or (found and (not found.mobile or not found.sms_opt_in)):
         return "skipped"
     if not found and not is_mobile(phone):
         return "skipped"  # a number in scope with no record: only its plan says it takes SMS
@@ -360,7 +360,7 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
     if code == 21610:
         opt_out(svc, phone, "twilio-21610")
     elif code in REFUSED_FOR_GOOD_CODES:
-        svc.redis.sadd(keys.sms_undeliverable(), phone)
+        undeliverable.mark(svc, phone, code)
     log.log(logging.INFO if code in REFUSED_NUMBER_CODES else logging.WARNING,
             "sms refused for this number code=%s to=%s", code, mask(phone))
     return "failed"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ivr import create_app, inbound, keys
+from ivr import create_app, inbound, keys, undeliverable
 from ivr.customer import Customer
 from ivr.segments import segments
 from ivr.services import build_services
@@ -87,6 +87,21 @@ def test_start_words_opt_in_and_confirm_only_when_it_changed(svc, text, body):
     svc.redis.sadd(keys.sms_optout(), SENDER)
     assert messages(text(body)) == [OPT_IN_JA]
     assert not opted_out(svc)
+
+
+def test_start_lifts_an_undeliverable_mark_and_confirms(svc, text):
+    """A number that texts us takes messages, whatever a carrier said of it before."""
+    undeliverable.mark(svc, SENDER, 30005)
+
+    assert messages(text("START")) == [OPT_IN_JA]
+    assert not svc.redis.exists(keys.sms_undeliverable(SENDER))
+    assert messages(text("START")) == []  # nothing left to lift: nothing to confirm
+
+
+def test_stop_leaves_an_undeliverable_mark(svc, text):
+    undeliverable.mark(svc, SENDER, 30005)
+    text("STOP")
+    assert undeliverable.get(svc, SENDER) is not None
 
 
 def test_english_customers_get_english_confirmations(svc, text):
