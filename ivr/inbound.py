@@ -169,7 +169,8 @@ def status_reply(svc: Services, phone: str, found: Customer | None, lang: str) -
         })
 
     def render() -> str:
-        return svc.prompts.render("sms_status_reply", lang, keep_lines=True, incidents=items)
+        return svc.prompts.render("sms_status_reply", lang, keep_lines=True, incidents=items,
+                                  today=svc.now().astimezone(svc.tz).date())
 
     text = render()
     for _ in range(2 * len(items)):

@@ -217,6 +217,17 @@ def test_status_in_english(svc, text):
         "Next update: about 11:00 AM"]
 
 
+def test_status_gives_the_date_of_a_next_update_on_another_day(svc, text, clock):
+    put_incident(svc, next_update_at="2026-11-23T15:30:00Z")  # 0:30 tomorrow in Tokyo
+    add_customer(svc)
+    assert messages(text("状況"))[0].endswith("次回のお知らせ: 11月24日0時30分ごろ")
+    add_customer(svc, language="en")
+    assert messages(text("STATUS"))[0].endswith("Next update: about Nov 24, 12:30 AM")
+
+    clock.move_to("2026-11-23T15:00:00Z")  # 0:00 on the 24th: now the same day
+    assert messages(text("STATUS"))[0].endswith("Next update: about 12:30 AM")
+
+
 def test_a_long_status_reply_is_cut_to_its_segment_budget(svc, text):
     add_customer(svc)
     put_incident(svc, announcement={"ja": "長い説明です。" * 140})
