@@ -97,7 +97,8 @@ def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
               keys.waiting(), keys.calls_swept()],
         args=[call.call_sid, int(now.timestamp()), phone or "", call.to, now.isoformat(),
               int(repeat["window_hours"]) * 3600, int(repeat["threshold"]),
-              svc.flows.default_language, keys.CALL_TTL, keys.RECENT_CALLS_MAX, STALE_AFTER])
+              svc.flows.default_language, keys.CALL_TTL, keys.RECENT_CALLS_MAX, STALE_AFTER,
+              keys.incident_numbers("*"), keys.incident_counters("*")])
     docs = dict(zip(active[::2], active[1::2], strict=True))
     announcements = []
     for incident_id in json.loads(ids):
@@ -133,7 +134,7 @@ def next_caller(svc: Services, agent_call_sid: str) -> dict[str, Any] | None:
     """Take the waiting caller with the highest priority for this operator."""
     sid = svc.script("next_caller")(
         keys=[keys.waiting(), keys.agent_assignment(agent_call_sid)],
-        args=[agent_call_sid, keys.AGENT_ASSIGNMENT_TTL, keys.call("")])
+        args=[agent_call_sid, keys.AGENT_ASSIGNMENT_TTL, keys.call("*")])
     return get(svc, sid) if sid else None
 
 

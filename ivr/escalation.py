@@ -127,7 +127,8 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
         keys=[keys.call(call_sid), keys.escalations_raised_by(raised_by or "-"),
               keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting()],
         args=[int(now.timestamp()), keys.CALL_TTL, raised_by,
-              "1" if trigger == "operator" else "0", len(fields), *field_args(fields),
+              "1" if trigger == "operator" else "0", keys.incident_counters("*"), len(fields),
+              *field_args(fields),
               *_PER_ESCALATION])
     was_started, state, first = started
     if not was_started:

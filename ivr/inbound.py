@@ -146,7 +146,8 @@ def _readable(phone: str | None, lang: str) -> str:
 def concerning(svc: Services, phone: str, found: Customer | None) -> list[dict[str, Any]]:
     """Active incidents announced to this number (affected, or audience `all`), most severe
     and then oldest first, as every caller hears them."""
-    active, listed = svc.script("concerning")(keys=[keys.incidents_active()], args=[phone])
+    active, listed = svc.script("concerning")(
+        keys=[keys.incidents_active()], args=[phone, keys.incident_numbers("*")])
     docs = [json.loads(raw) for raw in active[1::2]]
     docs = [doc for doc in docs if incident.applies(doc, doc["id"] in listed, found)[0]]
     return sorted(docs, key=lambda d: (incident.SEVERITIES.index(d["severity"]),

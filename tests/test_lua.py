@@ -135,7 +135,8 @@ SMOKE: dict[str, Smoke] = {
          keys.call(SID), keys.calls_recent(), keys.calls_active(),
          keys.metrics_calls_by_kinds(), keys.waiting(), keys.calls_swept()],
         [SID, EPOCH, PHONE, "+815012345678", NOW, 3600, 3, "ja", keys.CALL_TTL,
-         keys.RECENT_CALLS_MAX, call.STALE_AFTER],
+         keys.RECENT_CALLS_MAX, call.STALE_AFTER, keys.incident_numbers("*"),
+         keys.incident_counters("*")],
         [1, "ja", '["affected", "vip", "incident:42"]', '["42"]', ["42", DOC]],
         lambda r: (r.hmget(keys.call(SID), "band", "call_number", "customer_name"),
                    r.hgetall(keys.incident_counters("42")),
@@ -151,7 +152,7 @@ SMOKE: dict[str, Smoke] = {
         lambda svc: (_call_record(svc, state="queued"),
                      svc.redis.zadd(keys.waiting(), {SID: 1})),
         [keys.waiting(), keys.agent_assignment("CAop")],
-        ["CAop", keys.AGENT_ASSIGNMENT_TTL, keys.call("")], SID,
+        ["CAop", keys.AGENT_ASSIGNMENT_TTL, keys.call("*")], SID,
         lambda r: (r.hget(keys.call(SID), "state"), r.get(keys.agent_assignment("CAop"))),
         ("connecting", SID)),
     "close_call": (
@@ -171,8 +172,8 @@ SMOKE: dict[str, Smoke] = {
                      svc.redis.zadd(keys.waiting(), {SID: 1})),
         [keys.call(SID), keys.escalations_raised_by("op1"), keys.metrics_escalations(),
          keys.metrics_calls_by_kinds(), keys.waiting()],
-        [EPOCH, keys.CALL_TTL, "op1", "1", 2, "esc_state", "dialing", "esc_reason", "manager",
-         "esc_sv_name"], [1, "dialing", 3],
+        [EPOCH, keys.CALL_TTL, "op1", "1", keys.incident_counters("*"), 2, "esc_state",
+         "dialing", "esc_reason", "manager", "esc_sv_name"], [1, "dialing", 3],
         lambda r: (r.hmget(keys.call(SID), "esc_first", "esc_sv_name"),
                    r.hget(keys.incident_counters("42"), "escalations"),
                    r.zscore(keys.escalations_raised_by("op1"), SID), r.zcard(keys.waiting())),
@@ -213,7 +214,7 @@ SMOKE: dict[str, Smoke] = {
         (["undelivered", "30003", NOW], {"undelivered": "1"})),
     "concerning": (
         lambda svc: (_incident(svc), svc.redis.sadd(keys.incident_numbers("42"), PHONE)),
-        [keys.incidents_active()], [PHONE], [["42", DOC], ["42"]],
+        [keys.incidents_active()], [PHONE, keys.incident_numbers("*")], [["42", DOC], ["42"]],
         lambda r: r.hlen(keys.incidents_active()), 1),
     "sms_rate": (
         lambda svc: None, [keys.sms_rate()], [2, 10, 1_000_000, "ab12"],

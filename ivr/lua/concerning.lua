@@ -5,17 +5,21 @@
 -- asking those with `scope.number_count`.
 --
 -- KEYS[1] incidents_active hash
--- ARGV[1] phone (E.164)
+-- ARGV[1] phone (E.164)   ARGV[2] the key of an incident's number set, '*' for its id
 -- Returns {active incident id/document pairs, ids of the incidents whose numbers hold it}.
 --
--- The sets' keys are built from KEYS[1]'s hash-tag prefix, in the same `{ivr}` slot (see
+-- The sets' keys, in the same `{ivr}` slot, come as a shape from ivr/keys.py (see
 -- incoming.lua).
 
+local function key_for(shape, id)  -- a key shape of ivr/keys.py: the id where its '*' is
+  local at = string.find(shape, '*', 1, true)
+  return string.sub(shape, 1, at - 1) .. id .. string.sub(shape, at + 1)
+end
+
 local active = redis.call('HGETALL', KEYS[1])
-local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':', 1, true)) .. 'incident:'
 local listed = {}
 for i = 1, #active, 2 do
-  if redis.call('SISMEMBER', prefix .. active[i] .. ':numbers', ARGV[1]) == 1 then
+  if redis.call('SISMEMBER', key_for(ARGV[2], active[i]), ARGV[1]) == 1 then
     listed[#listed + 1] = active[i]
   end
 end

@@ -18,11 +18,12 @@
 -- ARGV[4] To        ARGV[5] now, ISO (created_at)
 -- ARGV[6] repeat window, seconds   ARGV[7] repeat threshold   ARGV[8] default language
 -- ARGV[9] call TTL, seconds        ARGV[10] RECENT_MAX        ARGV[11] STALE_AFTER, seconds
+-- ARGV[12], ARGV[13] the key of an incident's number set and of its counters, '*' for its id
 -- Returns {created 0/1, lang, tags JSON, counted incident ids JSON, active incident pairs}.
 --
--- The incidents' number sets and counter keys are built from KEYS[2]'s hash-tag prefix:
--- every key shares the `{ivr}` slot (ivr/keys.py), so Redis Cluster serves them from this
--- node. The constants below mirror ivr/call.py and ivr/incident.py (tests/test_lua.py
+-- The incidents' number sets and counter keys, known only once the active incidents are
+-- read, come as shapes from ivr/keys.py: every key shares the `{ivr}` slot, so Redis
+-- Cluster serves them from this node. The constants below mirror ivr/call.py and ivr/incident.py (tests/test_lua.py
 -- keeps them equal). Each redis.call costs Redis's one thread a few µs and this runs for
 -- every caller: it reads only the customer fields it uses, trims the number's window and
 -- looks up its first call only for a repeat, and counts the call's metrics in one field.
@@ -31,6 +32,11 @@ local BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
 local BAND_SCALE = 10000000000000
 local RANK = {critical = 1, major = 2, minor = 3}
 local METRIC_TAGS = {'affected', 'vip', 'repeat', 'priority'}
+
+local function key_for(shape, id)  -- a key shape of ivr/keys.py: the id where its '*' is
+  local at = string.find(shape, '*', 1, true)
+  return string.sub(shape, 1, at - 1) .. id .. string.sub(shape, at + 1)
+end
 
 local active = redis.call('HGETALL', KEYS[2])
 local stored = redis.call('HMGET', KEYS[4], 'lang', 'tags', 'incidents')
@@ -89,13 +95,12 @@ table.sort(docs, function(a, b)
   if a.created_at ~= b.created_at then return a.created_at < b.created_at end
   return a.id < b.id
 end)
-local prefix = string.sub(KEYS[2], 1, string.find(KEYS[2], ':', 1, true)) .. 'incident:'
 local counted, affected_ids, hits = {}, {}, {}
 for _, doc in ipairs(docs) do
   local scope = type(doc.scope) == 'table' and doc.scope or {}
   local hit = false
   if phone ~= '' and (tonumber(scope.number_count) or 0) > 0 then
-    hit = redis.call('SISMEMBER', prefix .. doc.id .. ':numbers', phone) == 1
+    hit = redis.call('SISMEMBER', key_for(ARGV[12], doc.id), phone) == 1
   end
   if known and not hit and type(scope.services) == 'table' then
     for _, s in ipairs(scope.services) do if services[s] then hit = true end end
@@ -137,7 +142,7 @@ redis.call('EXPIRE', KEYS[4], ARGV[9])
 redis.call('ZADD', KEYS[5], ARGV[2], sid)
 redis.call('ZADD', KEYS[6], ARGV[2], sid)
 for i, id in ipairs(counted) do
-  local key = prefix .. id .. ':counters'
+  local key = key_for(ARGV[13], id)
   redis.call('HINCRBY', key, 'calls', 1)
   if hits[i] then redis.call('HINCRBY', key, 'affected_calls', 1) end
 end
