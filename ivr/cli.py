@@ -26,7 +26,8 @@ from flask import Flask
 from flask.cli import AppGroup, FlaskGroup, NoAppException, ScriptInfo
 
 from ivr.config import ROOT
-from ivr.simulator import DEFAULT_TO, MAX_TURNS, Input, Phone, PhoneError, Printer
+from ivr.dev.phone import DEFAULT_TO, MAX_TURNS, Input, Phone, PhoneError, Printer
+from ivr.dev.rest import JOURNAL_ENV
 
 SCRIPT = "ivr.script"
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -153,6 +154,7 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
         lexicon = load_lexicon(flows_dir / "intents.yaml")
         hints = sum(len(lexicon.hints(lang)) for lang in LANGS)
         echo(f"intents  OK    {flows_dir / 'intents.yaml'} ({hints} speech hints)", False)
+        problems += _check_corpus(lexicon, echo)
     except FlowError as e:
         problems += 1
         echo(f"intents  FAIL  {e}", True)
@@ -188,6 +190,31 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
         echo(f"prompts  OK    {prompts_dir} ({len(prompts.names())} templates × "
              f"{', '.join(LANGS)}, {rendered} renders)", False)
     return problems + failed
+
+
+def _check_corpus(lexicon: Any, echo: Callable[[str, bool], None]) -> int:
+    """Score the lexicon on tests/intents/corpus.yaml: the held-out test set's figures
+    against the targets (a miss of one is a problem), then the tune set's, with the
+    utterances it labels wrongly (the test set's are not shown: it is not tuned on)."""
+    from ivr.intent_eval import CORPUS, load_corpus, score
+
+    if not CORPUS.is_file():
+        echo(f"intents  warn  {CORPUS} is missing: precision and recall not measured", False)
+        return 0
+    corpus = load_corpus()
+    test = score(lexicon, corpus["test"], "test")
+    below = test.below_target()
+    echo(f"intents  {'FAIL' if below else 'OK  '}  test set, {test.total} held out: "
+         f"{test.summary()}", bool(below))
+    for line in below:
+        echo(f"intents  FAIL  test set below target: {line} (ivr/intent_eval.py TARGETS)",
+             True)
+    tune = score(lexicon, corpus["tune"], "tune")
+    echo(f"intents  OK    tune set, {tune.total}: {tune.summary()}; "
+         f"{tune.total - len(tune.misses)} labelled exactly right", False)
+    for line in tune.misses:
+        echo(f"intents  miss {line.strip()}", False)
+    return len(below)
 
 
 @cli.command("check", with_appcontext=False)
@@ -295,15 +322,20 @@ def _endpoint_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="ask at each <Gather> [default: on a terminal without --say/--digits]")
 @click.option("--leave-open", is_flag=True,
               help="send no 'completed' status: the call stays live (queued, in conference)")
+@click.option("--stay", type=click.FloatRange(0, 600), default=0, metavar="SECONDS",
+              help="once in a conference or a queue, hold the line this long and print what "
+                   "the local REST stand-in was asked meanwhile (the SV being rung), from "
+                   "$IVR_DEV_REST_LOG")
 def call(from_: str, to: str, url: str | None, public_url: str | None, plain: bool,
          say: tuple[str, ...], digits: tuple[str, ...], path: str, wait_loops: int,
-         max_turns: int, interactive: bool | None, leave_open: bool) -> None:
+         max_turns: int, interactive: bool | None, leave_open: bool, stay: float) -> None:
     """Call a running instance as Twilio would, and print what the caller hears.
 
     Every webhook is signed with $TWILIO_AUTH_TOKEN over the exact URL; <Gather> takes the
     next --say/--digits in command-line order, else asks (interactive), else times out;
     <Redirect> is followed; <Enqueue> plays the waitUrl; the call stops when the caller is
-    queued, joined to a conference or hung up, and ends with the /voice/status callback.
+    queued, joined to a conference or hung up, and ends with the /voice/status callback;
+    --stay N holds the line N seconds first, printing the REST stand-in's requests.
     """
     if not path.startswith("/"):
         raise click.BadParameter("must start with /", param_hint="--path")
@@ -313,7 +345,8 @@ def call(from_: str, to: str, url: str | None, public_url: str | None, plain: bo
     phone = _phone(from_, to, url, public_url, plain, wait_loops=wait_loops,
                    max_turns=max_turns)
     result = phone.call(script, ask=_ask if interactive else None, path=path,
-                        hang_up=not leave_open)
+                        hang_up=not leave_open, stay=stay,
+                        journal=os.environ.get(JOURNAL_ENV) or None)
     if result.outcome == "error":
         sys.exit(1)
 
