@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.voice.helpers import add_customer, declare
+from tests.factories import add_customer, declare
 
 JA, EN = "+819012340001", "+819012340002"
 STATUS_LINES = {
