@@ -246,6 +246,7 @@ def test_notify_defaults_to_true_and_keeps_false(admin, clock):
 
 def test_list_active_excludes_resolved_incidents_and_all_includes_them(admin, clock):
     first = declare(admin)
+    clock.tick(1)  # newest first: ids do not order incidents declared in the same instant
     second = declare(admin, severity="minor")
     resolved = admin.post(f"/api/incidents/{first['id']}/resolve", json={"message": "復旧しました"})
     assert resolved.status_code == 200
