@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from ivr import keys
+from ivr import incident, keys
 from tests.factories import add_customer
 
 DECLARE = {
@@ -20,9 +20,9 @@ DECLARE = {
 
 def declared_id(response) -> str:
     assert response.status_code == 302, response.get_data(as_text=True)
-    found = re.match(r"^/console/incidents/(INC-\d{8}-\d{4,})$", response.location)
-    assert found, response.location
-    return found.group(1)
+    incident_id = response.location.removeprefix("/console/incidents/")
+    assert incident.ID_PATTERN.match(incident_id), response.location
+    return incident_id
 
 
 def test_declaring_from_the_form_does_what_the_api_does_and_names_the_person(sv, svc):
