@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from rq.exceptions import DuplicateJobError
+
 from ivr import incident, keys
 from ivr.phone import caller_id, is_mobile
 from ivr.services import Services, field_args
+
+log = logging.getLogger(__name__)
 
 BAND_PRIORITY, BAND_AFFECTED, BAND_OTHER = 0, 1, 2
 BAND_SCALE = 10**13
@@ -339,11 +344,61 @@ def enqueue(svc: Services, call_sid: str, said: Mapping[str, str] | None = None
     return Queued(int(band), str(lang), json.loads(tags or "[]"))
 
 
+def requeue_priority(svc: Services, call_sid: str) -> list[str]:
+    """Put a caller nobody could take back in the waiting line, at its front (band
+    BAND_PRIORITY, state 'requeued'); their tags for the task."""
+    mark(svc, call_sid, state="requeued", band=str(BAND_PRIORITY))
+    queued = enqueue(svc, call_sid)
+    return queued.tags if queued else []
+
+
+def requeue_if_unanswered(svc: Services, call_sid: str, esc_state: str, *,
+                          with_operator: bool = False) -> list[str] | None:
+    """After an escalation started: when no SV is on call (`esc_state` 'exhausted') and no
+    operator comes into the room with the caller, requeue them with priority and return
+    their tags; otherwise None (the caller goes to their conference)."""
+    if esc_state == "exhausted" and not with_operator:
+        return requeue_priority(svc, call_sid)
+    return None
+
+
 def next_caller(svc: Services, agent_call_sid: str) -> dict[str, Any] | None:
     """Take the waiting caller with the highest priority for this operator."""
     sid = svc.eval(_NEXT_CALLER, 2, keys.waiting(), keys.agent_assignment(agent_call_sid),
                    agent_call_sid, keys.AGENT_ASSIGNMENT_TTL, keys.call(""))
     return get(svc, sid) if sid else None
+
+
+def redirect_to_conference(svc: Services, caller_sid: str, url: str, agent_sid: str) -> None:
+    """Queue the REST redirect that takes the caller out of the Twilio queue to `url` (their
+    conference); the job id makes a retried operator webhook queue it once."""
+    try:
+        svc.queue.enqueue("worker.calls.redirect_call", caller_sid, url,
+                          job_id=f"redirect-{caller_sid}", unique=True,
+                          retry=None, description=f"redirect {caller_sid}")
+        log.info("operator takes caller call_sid=%s agent_call_sid=%s", caller_sid, agent_sid)
+    except DuplicateJobError:
+        log.info("redirect already queued call_sid=%s", caller_sid)
+
+
+def note_connected(svc: Services, call_sid: str, record: Mapping[str, Any], *, joined: bool,
+                   taskrouter: bool) -> None:
+    """The caller is now with an operator: mark the call connected, so an escalation does
+    not move them away from one.
+
+    `joined`: they meet in their conference (the REST redirect out of the queue). Otherwise
+    the operator's <Dial><Queue> bridges the two directly, outside the conference; in
+    TaskRouter mode that is noted as `bridge` 'queue', so that an escalation brings both
+    into the room (the operator's <Dial action> follows the caller there). A retry keeps a
+    later 'conference'. The Redis-down operator line's bridge has no such action, so its
+    caller stays where they are.
+    """
+    if joined:
+        mark(svc, call_sid, state="connected")
+    elif record.get("state") != "completed":
+        direct = taskrouter and not record.get("bridge")
+        bridge = {"bridge": "queue"} if direct else {}
+        mark(svc, call_sid, state="connected", **bridge)
 
 
 def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bool:

@@ -10,6 +10,7 @@ from flask import Response, g, jsonify, request
 
 from ivr import call, current_services, escalation, keys, supervisor, validate
 from ivr.api import bp
+from ivr.api.body import json_object
 from ivr.errors import ApiError, invalid
 from ivr.flows import REASONS
 from ivr.services import Services
@@ -72,7 +73,7 @@ def escalate(call_sid: str) -> tuple[Response, int]:
     their operator directly, whose operator follows (/voice/agent-rejoin), never left
     behind."""
     svc = current_services()
-    body = validate.json_object(request)
+    body = json_object(request)
     validate.only_fields(body, ("reason", "note"))
     reason = validate.choice(body, "reason", REASONS, default="operator")
     note = validate.text(body, "note", required=False, max_len=500) or ""
@@ -101,7 +102,7 @@ def escalate(call_sid: str) -> tuple[Response, int]:
 def outcome(call_sid: str) -> Response:
     """The SV records how the escalation ended; the raising operator sees it in their list."""
     svc = current_services()
-    body = validate.json_object(request)
+    body = json_object(request)
     validate.only_fields(body, ("result", "note"))
     result = validate.choice(body, "result", OUTCOMES)
     note = validate.text(body, "note", required=False, max_len=1000) or ""

@@ -6,8 +6,8 @@ from flask import Response, g, jsonify, request
 
 from ivr import current_services, incident, progress
 from ivr.api import bp
+from ivr.api.body import json_object
 from ivr.errors import invalid
-from ivr.validate import json_object
 
 
 @bp.post("/incidents")

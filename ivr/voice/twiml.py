@@ -1,4 +1,8 @@
-"""TwiML builders shared by several voice views; each returns the VoiceResponse it fills."""
+"""TwiML builders shared by the voice views; each fills and returns a VoiceResponse.
+
+Every word a leg hears goes through say(), the one place text reaches TwiML, so text from
+Redis (announcements, notes, customer names) cannot make a document that is not XML 1.0.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from typing import Any
 from flask import current_app, url_for
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
+from ivr import call as calls
 from ivr.flows import Flows, Voice
+from ivr.services import Services
 
 TASK_PRIORITY = {0: 100, 1: 50, 2: 10}
 
@@ -21,6 +27,7 @@ def callback_url(endpoint: str, **values: Any) -> str:
 
 def say(vr: VoiceResponse | Gather, text: str, voice: Voice, *, fallback: bool = False
         ) -> None:
+    """Speak `text` in `voice` (or its basic fallback voice)."""
     vr.say(text, voice=voice.fallback_voice if fallback else voice.voice,
            language=voice.tts_language)
 
@@ -78,4 +85,65 @@ def conference(vr: VoiceResponse, room: str, hold_music: str, *, caller: bool,
                     end_conference_on_exit=caller if end_on_exit is None else end_on_exit,
                     beep=False, wait_url=hold_music, wait_method="GET")
     vr.append(dial)
+    return vr
+
+
+def speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> None:
+    """Say prompt `name` in `lang` with that language's voice."""
+    say(target, svc.prompts.render(name, lang, **ctx), svc.flows.voice(lang))
+
+
+def workflow_sid() -> str:
+    """The TaskRouter workflow callers are queued in, or "" for the plain Twilio queue."""
+    return str(current_app.config["TWILIO_WORKFLOW_SID"] or "")
+
+
+def degraded(svc: Services, lang: str | None = None) -> VoiceResponse:
+    """Apology, then the plain Twilio queue: what a caller gets when Redis cannot answer."""
+    lang = lang or svc.flows.default_language
+    vr = VoiceResponse()
+    speak(svc, vr, "apology", lang)
+    return enqueue(vr, svc.flows, workflow_sid=workflow_sid())
+
+
+def operator_degraded(svc: Services) -> VoiceResponse:
+    """Without Redis the operator still takes callers, in Twilio's own arrival order."""
+    lang = svc.flows.default_language
+    vr = VoiceResponse()
+    speak(svc, vr, "apology", lang)
+    dial = Dial()
+    dial.queue(svc.flows.queue_name, url=callback_url("voice.connecting"))
+    vr.append(dial)
+    return vr
+
+
+def staff_degraded(svc: Services, lang: str | None = None) -> VoiceResponse:
+    """An SV's leg without Redis: a short apology, then hang up. Never the customers' queue;
+    the escalation watchdog rings the ladder on once Redis is back."""
+    vr = VoiceResponse()
+    speak(svc, vr, "sv_unavailable", lang or svc.flows.default_language)
+    vr.hangup()
+    return vr
+
+
+def priority_queue(svc: Services, vr: VoiceResponse, call_sid: str, lang: str,
+                   tags: list[str]) -> VoiceResponse:
+    """Apology, then the waiting line with priority (call.requeue_priority put the caller at
+    its front): the caller's context stays on the call record for the operator."""
+    speak(svc, vr, "requeue", lang)
+    return enqueue(vr, svc.flows, workflow_sid=workflow_sid(),
+                   task={"call_sid": call_sid, "tags": tags}, band=calls.BAND_PRIORITY)
+
+
+def transfer_or_requeue(svc: Services, vr: VoiceResponse, call_sid: str, lang: str,
+                        trigger: str, requeued: list[str] | None) -> VoiceResponse:
+    """The caller's side of a warm transfer: a cushion sentence, then the conference named
+    after their CallSid with hold music until the SV joins; or, when nobody could take it
+    and the caller was put back at the front of the line (`requeued`: their tags, from
+    call.requeue_priority), the priority queue."""
+    if requeued is not None:
+        return priority_queue(svc, vr, call_sid, lang, requeued)
+    speak(svc, vr, "transfer_cushion", lang, trigger=trigger)
+    conference(vr, call_sid, svc.flows.call["queue"]["hold_music"], caller=True)
+    speak(svc, vr, "transfer_end", lang)
     return vr
