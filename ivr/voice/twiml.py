@@ -7,6 +7,7 @@ Redis (announcements, notes, customer names) cannot make a document that is not 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import current_app, url_for
@@ -17,6 +18,18 @@ from ivr.flows import Flows, Voice
 from ivr.services import Services
 
 TASK_PRIORITY = {0: 100, 1: 50, 2: 10}
+# What XML 1.0 forbids or Unicode reserves, whatever Redis holds (text stored before the
+# API refused it, a customer CSV): C0 controls but tab, newline and CR; lone surrogates;
+# the noncharacters U+FDD0-U+FDEF and U+xFFFE/U+xFFFF of every plane.
+UNSPEAKABLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]")
+
+
+def speakable(text: str) -> str:
+    """`text` without the characters UNSPEAKABLE names, so a document stays XML 1.0."""
+    return UNSPEAKABLE.sub("", text)
 
 
 def callback_url(endpoint: str, **values: Any) -> str:
@@ -27,8 +40,9 @@ def callback_url(endpoint: str, **values: Any) -> str:
 
 def say(vr: VoiceResponse | Gather, text: str, voice: Voice, *, fallback: bool = False
         ) -> None:
-    """Speak `text` in `voice` (or its basic fallback voice)."""
-    vr.say(text, voice=voice.fallback_voice if fallback else voice.voice,
+    """Speak `text` in `voice` (or its basic fallback voice): the one place text reaches
+    TwiML, so nothing XML 1.0 forbids gets into a document (speakable)."""
+    vr.say(speakable(text), voice=voice.fallback_voice if fallback else voice.voice,
            language=voice.tts_language)
 
 
