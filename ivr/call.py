@@ -263,6 +263,13 @@ class Announcement:
     status: str
 
 
+def announcement_of(doc: Mapping[str, Any], lang: str) -> Announcement:
+    """What a caller in `lang` hears of one incident document."""
+    recording, text = incident.announcement_for(doc, lang)
+    return Announcement(doc["id"], recording, text, doc.get("eta"), doc.get("next_update_at"),
+                        doc["status"])
+
+
 @dataclass(frozen=True)
 class Greeting:
     """What /voice/incoming plays and how the call was tagged, as _INCOMING decided."""
@@ -317,10 +324,7 @@ def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
     announcements = []
     for incident_id in json.loads(ids):
         if incident_id in docs:
-            doc = _incident_doc(docs[incident_id])
-            recording, text = incident.announcement_for(doc, lang)
-            announcements.append(Announcement(incident_id, recording, text, doc.get("eta"),
-                                              doc.get("next_update_at"), doc["status"]))
+            announcements.append(announcement_of(_incident_doc(docs[incident_id]), lang))
     return Greeting(lang, json.loads(tags), tuple(announcements), bool(created))
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from flask import Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
+from ivr import announcement, current_services, escalation, optout, progress
 from ivr import call as calls
-from ivr import current_services, escalation, optout, progress
 from ivr.phone import is_mobile, mask
 from ivr.services import Services
 from ivr.signature import twilio_signed
@@ -53,24 +53,57 @@ def incoming() -> Response:
     if greeting.repeat:
         state = escalation.start(svc, call.call_sid, trigger="repeat")
         requeued = calls.requeue_if_unanswered(svc, call.call_sid, state)
-        return twiml(transfer_or_requeue(svc, announce(svc, greeting), call.call_sid,
+        return twiml(transfer_or_requeue(svc, greeted(svc, greeting, menu_follows=False)[0],
+                                         call.call_sid,
                                          greeting.lang, "repeat", requeued))
     return greeting_twiml(svc, greeting)
 
 
-def announce(svc: Services, greeting: calls.Greeting) -> VoiceResponse:
-    """Welcome, then each incident that applies: the SV's recording or text, ETA, next update."""
-    lang, voice = greeting.lang, svc.flows.voice(greeting.lang)
-    vr = VoiceResponse()
-    speak(svc, vr, "welcome", lang)
-    for item in greeting.announcements:
+def announce(svc: Services, vr: VoiceResponse, lang: str,
+             announcements: tuple[calls.Announcement, ...], start: int = 0, *,
+             offer_more: bool = True) -> int:
+    """From `start`, the next few incidents (flows `announcements.in_full`, most severe
+    first) in full: the SV's recording or text, ETA, next update; then how many remain and
+    the key that plays them. At most ANNOUNCED_IN_FULL_MAX texts: every answer stays under
+    Twilio's 64 kB however many incidents are active. Returns how many have been heard, or
+    0 when none remain."""
+    settings = svc.flows.call["announcements"]
+    voice = svc.flows.voice(lang)
+    end = start + int(settings["in_full"])
+    for item in announcements[start:end]:
         if item.recording:
             vr.play(item.recording)
         text = svc.prompts.render(
             "announcement", lang, text="" if item.recording else item.text or "",
             eta=svc.local(item.eta), next_update=svc.local(item.next_update_at))
         say(vr, text, voice)
-    return vr
+    others = len(announcements) - end
+    if others <= 0:
+        return 0
+    offer_more = offer_more and svc.flows.call["gather"]["enabled"]
+    more_key = settings["more_key"] if offer_more else ""
+    speak(svc, vr, "announcement_others", lang, others=others, more_key=more_key)
+    return end
+
+
+def greeted(svc: Services, greeting: calls.Greeting, *, menu_follows: bool = True
+            ) -> tuple[VoiceResponse, int]:
+    """Welcome, then the announcements that apply (announce); how many were heard. The
+    "more" key is offered only when the menu follows."""
+    vr = VoiceResponse()
+    speak(svc, vr, "welcome", greeting.lang)
+    return vr, announce(svc, vr, greeting.lang, greeting.announcements,
+                        offer_more=menu_follows)
+
+
+def menu(svc: Services, vr: VoiceResponse, lang: str, *, incident: bool, turn: int = 0,
+         heard: int = 0) -> None:
+    """The purpose question (when flows enable it), then on to the gather step."""
+    if svc.flows.call["gather"]["enabled"]:
+        prompt = svc.prompts.render("menu", lang, incident=incident)
+        gather(vr, svc.flows, svc.flows.voice(lang), prompt, hints=svc.lexicon.hints(lang),
+               turn=turn, heard=heard)
+    vr.redirect(callback_url("voice.gather_result"), method="POST")
 
 
 def greeting_twiml(svc: Services, greeting: calls.Greeting) -> Response:
@@ -85,17 +118,25 @@ def greeting_twiml(svc: Services, greeting: calls.Greeting) -> Response:
     key = (id(svc), request.script_root, greeting.lang, tuple(greeting.announcements))
     xml = kept.get(key)
     if xml is None:
-        vr = announce(svc, greeting)
-        if svc.flows.call["gather"]["enabled"]:
-            lang = greeting.lang
-            menu = svc.prompts.render("menu", lang, incident=bool(greeting.announcements))
-            gather(vr, svc.flows, svc.flows.voice(lang), menu, hints=svc.lexicon.hints(lang))
-        vr.redirect(callback_url("voice.gather_result"), method="POST")
+        vr, heard = greeted(svc, greeting)
+        menu(svc, vr, greeting.lang, incident=bool(greeting.announcements), heard=heard)
         xml = str(vr)
         if len(kept) >= GREETINGS_KEPT:
             kept.clear()
         kept[key] = xml
     return twiml(xml)
+
+
+def more_announcements(svc: Services, call_sid: str, heard: int, turn: int) -> VoiceResponse:
+    """The menu's "more" key: the next few announcements after the `heard` ones, then the
+    menu again (its next turn)."""
+    found = announcement.for_call(svc, call_sid)
+    lang = found.lang if found else svc.flows.default_language
+    vr = VoiceResponse()
+    heard = announce(svc, vr, lang, found.announcements, heard) if found else 0
+    menu(svc, vr, lang, incident=bool(found and found.announcements), turn=turn + 1,
+         heard=heard)
+    return vr
 
 
 def _said(form: Any, menu: dict[str, str]) -> dict[str, str]:
@@ -120,10 +161,14 @@ def gather_result() -> Response:
     """Twilio <Gather action>: record what the caller wants, then queue them by priority."""
     call = calls.CallInfo.parse(request.form)
     svc = current_services()
+    turn_text, heard = request.args.get("turn", ""), request.args.get("heard", "")
+    turn = int(turn_text) if TURN.match(turn_text) else 0
+    if heard and TURN.match(heard) and call.call_sid and request.form.get("Digits") == \
+            svc.flows.call["announcements"]["more_key"]:
+        return twiml(more_announcements(svc, call.call_sid, int(heard), turn))
     said = _said(request.form, svc.flows.call["menu"])
     if said["purpose"] == "sms" and call.call_sid:
-        turn = request.args.get("turn", "")
-        return twiml(toggle_sms(svc, call.call_sid, int(turn) if TURN.match(turn) else 0))
+        return twiml(toggle_sms(svc, call.call_sid, turn))
     intent = svc.lexicon.classify(said["transcript"], said["digits"])
     said["intent"] = ",".join(sorted(intent.labels))
     said["intent_phrases"] = " | ".join(intent.matched)[:300]

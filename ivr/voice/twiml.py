@@ -47,14 +47,15 @@ def say(vr: VoiceResponse | Gather, text: str, voice: Voice, *, fallback: bool =
 
 
 def gather(vr: VoiceResponse, flows: Flows, voice: Voice, prompt: str,
-           hints: list[str] | None = None, *, turn: int = 0) -> Gather:
+           hints: list[str] | None = None, *, turn: int = 0, heard: int = 0) -> Gather:
     """Speech and keys together; speech_timeout 'auto' only without a speech model; `hints`
     (from the intent lexicon) help the recogniser with the phrases that matter. `turn`
     numbers the menus one call has heard (the first is 0) and goes in the action URL, so a
-    Twilio retry of the answer is told from a key pressed again in a later menu."""
+    Twilio retry of the answer is told from a key pressed again in a later menu; `heard`,
+    when some announcements are still unheard, how many were, for the "more" key."""
     settings = flows.call["gather"]
-    action = callback_url("voice.gather_result", turn=turn) if turn \
-        else callback_url("voice.gather_result")
+    query = {name: value for name, value in (("turn", turn), ("heard", heard)) if value}
+    action = callback_url("voice.gather_result", **query)
     options: dict[str, Any] = {
         "input": "speech dtmf",
         "action": action,
