@@ -394,15 +394,21 @@ def note_connected(svc: Services, call_sid: str, record: Mapping[str, Any], *, j
     the operator's <Dial><Queue> bridges the two directly, outside the conference; in
     TaskRouter mode that is noted as `bridge` 'queue', so that an escalation brings both
     into the room (the operator's <Dial action> follows the caller there). A retry keeps a
-    later 'conference'. The Redis-down operator line's bridge has no such action, so its
-    caller stays where they are.
+    later 'conference'. Without TaskRouter only the Redis-down operator line bridges so: its
+    <Dial> has no action to follow the caller, and nobody is in the room, so the call is
+    noted `bridge` 'direct' and an escalation is refused (BRIDGED_OUTSIDE_ROOM).
     """
     if joined:
         mark(svc, call_sid, state="connected")
     elif record.get("state") != "completed":
-        direct = taskrouter and not record.get("bridge")
-        bridge = {"bridge": "queue"} if direct else {}
+        how = "queue" if taskrouter else "direct"
+        bridge = {} if record.get("bridge") else {"bridge": how}
         mark(svc, call_sid, state="connected", **bridge)
+
+
+BRIDGED_OUTSIDE_ROOM = "direct"
+"""`bridge` of a caller the Redis-down operator line took straight from Twilio's queue: they
+talk outside their conference, where no SV can join them."""
 
 
 def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bool:
