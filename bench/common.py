@@ -271,26 +271,55 @@ def redis_url(databases: int = 1) -> Iterator[str]:
         yield url
 
 
+class PrivateRedis:
+    """A redis-server of the run's own on a free loopback port, persistence off, that can
+    be taken away and brought back (`outage`) with its data, as a restarted production
+    Redis would come back from its AOF or RDB."""
+
+    def __init__(self, tmp: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            sys.exit("redis-server is not installed and REDIS_URL is not set (scripts/"
+                     "bootstrap installs it)")
+        self.args = [binary, "--bind", "127.0.0.1", "--port", str(free_port()), "--save", "",
+                     "--appendonly", "no", "--dir", tmp, "--protected-mode", "yes"]
+        self.url = f"redis://127.0.0.1:{self.args[4]}/0"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_redis(self.url)
+        return proc
+
+    def outage(self, seconds: float) -> None:
+        """Save, stop, stay away `seconds`, start again on the same port with the data."""
+        with redis.Redis.from_url(self.url) as r:
+            r.shutdown(save=True)
+        reap(self.proc, 10.0)
+        time.sleep(seconds)
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
 @contextmanager
 def private_redis() -> Iterator[str]:
     """A redis-server of the run's own on a free loopback port, persistence off; stopped
     after."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed and REDIS_URL is not set (scripts/bootstrap "
-                 "installs it)")
+    with private_redis_server() as server:
+        yield server.url
+
+
+@contextmanager
+def private_redis_server() -> Iterator[PrivateRedis]:
+    """PrivateRedis in a temporary directory; stopped after."""
     with tempfile.TemporaryDirectory(prefix="ivr-bench-redis-") as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", tmp, "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
+        server = PrivateRedis(tmp)
         try:
-            wait_for_redis(url)
-            yield url
+            yield server
         finally:
-            stop_process(proc)
+            server.stop()
 
 
 def settings(redis: str, **extra: Any) -> dict[str, str]:

@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, redis_url  # noqa: E402
-from storm_checks import kept_section  # noqa: E402
+from storm_checks import NOTES_END, NOTES_START, kept_section  # noqa: E402
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "RESULTS.md"
@@ -510,13 +510,16 @@ def main() -> None:
     seconds = time.monotonic() - begun
     info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     # the storm's section (written by bench/storm.py, this run or an earlier one) stays
-    kept = kept_section(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else None
+    previous = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    kept = kept_section(previous)
+    notes = kept_section(previous, (NOTES_START, NOTES_END))  # hand-written: kept too
     info["kept_storm"] = kept
     table, text = summarise(steps, info)
     print("\n== summary\n" + text)
     if not args.no_write:
         text = markdown(steps, info, table, command, started, seconds) + "\n"
-        RESULTS.write_text(text + (f"\n{kept}\n" if kept else ""), encoding="utf-8")
+        RESULTS.write_text(text + (f"\n{notes}\n" if notes else "")
+                           + (f"\n{kept}\n" if kept else ""), encoding="utf-8")
         print(f"\nwrote {RESULTS.relative_to(ROOT)} ({seconds:.0f} s in all)")
     if any(s.failed for s in steps.values()):
         sys.exit(1)

@@ -15,7 +15,7 @@ one in twenty on a landline, about one in a hundred having texted 停止), and t
 supervisors are put on call.
 
 The storm is open loop: a scheduler starts one call every 1/cps s whatever the service does,
-on a bounded pool of threads. Each call is ivr.simulator.Phone, which signs every webhook over
+on a bounded pool of threads. Each call is ivr.dev.phone.Phone, which signs every webhook over
 PUBLIC_BASE_URL as Twilio does and follows Gather, Redirect and Enqueue waitUrl; here each of
 its requests goes to the next web process in turn (a load balancer) and is timed and checked.
 Callers: 70 % known customers (each calls once), 20 % unknown numbers, 10 % withheld; 10 %
@@ -31,8 +31,17 @@ degraded apology), every caller answered, calls started on schedule, the announc
 by exactly the calls after the declaration and the affected ones tagged, one SV dial-out per
 escalation, and every affected opted-in customer messaged exactly once (the set computed here
 from the seeded data and the incident's scope, cross-checked with the audience frozen in
-Redis). The process exits 1 if any check fails. The result goes into bench/RESULTS.md between
-the storm markers (bench/runner.py keeps that section when it rewrites the file).
+Redis). The process exits 1 if any check fails.
+
+With --redis-outage SECONDS the storm's own redis-server is saved, stopped and started
+again that long at --outage-at (a fraction of the storm, 0.75). Callers must still be
+answered throughout (the apology and the plain queue while Redis is away); answers, log
+lines and calls in the outage window (plus OUTAGE_GRACE s) are judged by that promise
+instead of the normal-path checks, and a check requires every queue's scheduler to be live
+again afterwards (/metrics ivr_rq_scheduler_up) with no failed job.
+
+The result goes into bench/RESULTS.md between the storm markers (bench/runner.py keeps that
+section when it rewrites the file).
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +91,7 @@ from common import (  # noqa: E402
     customer_services,
     free_port,
     phone_of,
+    private_redis_server,
     proc_cpu,
     reap,
     redis_cpu,
@@ -98,8 +108,8 @@ from storm_checks import RESULTS, log_lines, markdown, report, verify, write_sec
 from werkzeug.serving import make_server  # noqa: E402
 
 from ivr import keys  # noqa: E402
+from ivr.dev.phone import Input, Phone, PhoneError, Printer  # noqa: E402
 from ivr.services import Services, build_services  # noqa: E402
-from ivr.simulator import Input, Phone, PhoneError, Printer  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer  # noqa: E402
 
 SCOPE = {"services": ["tv"], "regions": ["naha"], "numbers": []}
@@ -121,6 +131,7 @@ MANAGER = ("責任者を出してください", "上の人に代わって", "上
            "manager please", "let me speak to a supervisor")
 OTHER_SPEECH = ("いつ復旧しますか", "テレビが見られないのですが", "when will it be fixed")
 WITHHELD = ("anonymous", "+266696687", "")
+OUTAGE_GRACE = 10.0  # seconds after Redis is back still judged as the outage (reconnects)
 
 
 def landline_of(i: int) -> str:
@@ -198,6 +209,8 @@ class Call:
     outcome: str = ""
     error: str = ""
     hung_up: bool = False
+    in_outage: bool = False  # started while Redis was away (--redis-outage)
+    hangup_in_outage: bool = False  # its status callback was refused (503) while away
 
 
 def plan_calls(cps: float, seconds: float, customers: list[Customer], seed: int,
@@ -359,6 +372,8 @@ class PathStats:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     degraded: int = 0
+    degraded_in_outage: int = 0  # the apology while Redis was away: the promise, not a fault
+    retry_in_outage: int = 0  # a status callback answered 503 (retry later) while away
 
 
 class StormPhone(Phone):
@@ -376,6 +391,8 @@ class StormPhone(Phone):
         path = urlsplit(url).path
         if path == "/voice/incoming":
             self.plan.started, self.plan.call_sid = began, self.call_sid
+        if self.storm.in_outage(began):
+            self.plan.in_outage = True
         try:
             status, body, mimetype = super()._post(url, form)
         except PhoneError as e:
@@ -388,9 +405,11 @@ class StormPhone(Phone):
         """The caller hangs up: Twilio's `completed` status callback."""
         duration = str(max(1, round(time.monotonic() - self.plan.started)))
         try:
+            began = time.monotonic()
             status, _, _ = self._post(self.public_url + "/voice/status",
                                       self._form("completed", CallDuration=duration))
             self.plan.hung_up = status == 200
+            self.plan.hangup_in_outage = status == 503 and self.storm.in_outage(began)
         except PhoneError:
             pass  # counted by note()
 
@@ -413,6 +432,24 @@ class Storm:
         self.declare_sent = self.declare_done = 0.0
         self.t0 = 0.0
         self.lags: list[float] = []
+        self.redis_server: Any = None  # PrivateRedis, with --redis-outage
+        self.outage: tuple[float, float] | None = None  # monotonic, away and back
+        self.outage_wall: tuple[float, float] | None = None  # the same in time.time()
+
+    def take_redis_away(self) -> None:
+        """--redis-outage: save, stop and restart the storm's redis-server."""
+        began, wall = time.monotonic(), time.time()
+        self.outage = (began, float("inf"))
+        self.redis_server.outage(self.args.redis_outage)
+        self.outage = (began, time.monotonic())
+        self.outage_wall = (wall, time.time())
+        print(f"storm: redis away for {self.outage[1] - began:.1f} s at "
+              f"t={began - self.t0:.0f} s", flush=True)
+
+    def in_outage(self, at: float) -> bool:
+        """`at` (monotonic) falls in the outage window, widened by OUTAGE_GRACE s after."""
+        return self.outage is not None and \
+            self.outage[0] - 1.0 <= at <= self.outage[1] + OUTAGE_GRACE
 
     def next_base(self) -> str:
         with self.lock:
@@ -426,11 +463,14 @@ class Storm:
         ms = (time.monotonic() - began) * 1000
         problem = failure
         root = None
-        if not problem and status != 200:
+        retry_later = (status == 503 and path == "/voice/status" and self.in_outage(began))
+        if not problem and status != 200 and not retry_later:
             problem = f"HTTP {status}"
-        if not problem and mimetype not in ("text/xml", "application/xml"):
+        if not problem and retry_later:
+            pass  # Twilio is asked to send it again; nothing to parse
+        elif not problem and mimetype not in ("text/xml", "application/xml"):
             problem = f"answered {mimetype}"
-        if not problem:
+        if not problem and not retry_later:
             try:
                 root = ET.fromstring(body)
             except ET.ParseError as e:
@@ -453,7 +493,11 @@ class Storm:
                 stats.errors += 1
                 if len(self.samples) < 10:
                     self.samples.append(f"{path}: {problem}"[:200])
-            if degraded:
+            if retry_later:
+                stats.retry_in_outage += 1
+            if degraded and self.in_outage(began):
+                stats.degraded_in_outage += 1
+            elif degraded:
                 stats.degraded += 1
 
     def one_call(self, plan: Call) -> None:
@@ -517,6 +561,8 @@ class Storm:
         self.t0 = time.monotonic()
         declarer = threading.Timer(seconds / 2, self.declare)
         declarer.start()
+        if self.args.redis_outage:
+            threading.Timer(seconds * self.args.outage_at, self.take_redis_away).start()
         hanger.start()
         next_report = 30.0
         for plan in plans:
@@ -557,6 +603,18 @@ class Storm:
 
 
 # --- setup, checks, report -----------------------------------------------------------------
+
+def scheduler_up(base: str) -> dict[str, float]:
+    """ivr_rq_scheduler_up per queue, from the web's /metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=15) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("ivr_rq_scheduler_up{"):
+            labels, _, value = line.rpartition(" ")
+            found[labels.split('queue="')[1].split('"')[0]] = float(value)
+    return found
+
 
 def api(base: str, method: str, path: str, body: bytes | None = None,
         content_type: str = "application/json", timeout: float = 60) -> Any:
@@ -656,9 +714,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=180.0,
                         help="most seconds to wait for calls in flight and for the jobs (180)")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--redis-outage", type=float, default=0.0, metavar="SECONDS",
+                        help="stop the storm's redis-server this long mid-storm (0: no outage)")
+    parser.add_argument("--outage-at", type=float, default=0.75, metavar="FRACTION",
+                        help="when the outage begins, as a fraction of the storm (0.75)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    if args.redis_outage and os.environ.get("REDIS_URL"):
+        parser.error("--redis-outage stops the storm's own redis-server: unset REDIS_URL")
+    if args.redis_outage and not 0.5 < args.outage_at < 1.0:
+        parser.error("--outage-at must fall after the declaration (0.5) and before the end")
     command = " ".join([".venv/bin/python -m bench.storm", *(
         a for a in (argv if argv is not None else sys.argv[1:]))])
     if args.json:
@@ -677,8 +743,10 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads, "hold": list(args.hold),
             "escalation_hold": args.escalation_hold, "sms_mps": args.sms_mps, "web": web}
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fake's request lines
-    with terminated_cleanly(), redis_url() as url, TimedTwilioServer() as fake, \
-            tempfile.TemporaryDirectory(prefix="ivr-storm-") as tmp:
+    server_running = private_redis_server() if args.redis_outage else nullcontext(None)
+    with terminated_cleanly(), server_running as server, \
+            (nullcontext(server.url) if server else redis_url()) as url, \
+            TimedTwilioServer() as fake, tempfile.TemporaryDirectory(prefix="ivr-storm-") as tmp:
         wait_for_redis(url)
         env = {**os.environ, **settings(url, TWILIO_API_BASE_URL=fake.url,
                                         IVR_SMS_MPS=args.sms_mps, IVR_LOG_LEVEL="INFO")}
@@ -699,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(plans):,} calls over {args.minutes:g} min at {args.cps:g}/s, web on "
                   f"{deployment.ports}, 2 RQ workers", flush=True)
             storm = Storm(args, deployment.bases, svc)
+            storm.redis_server = server
             pids = deployment.pids()
 
             def snapshot() -> dict[str, float]:
@@ -716,13 +785,15 @@ def main(argv: list[str] | None = None) -> int:
                                                           "/api/supervisors")["supervisors"]},
                     "counters": api(deployment.bases[1], "GET",
                                     f"/api/incidents/{storm.declared['id']}")["counters"]
-                    if storm.declared.get("id") else {}}
+                    if storm.declared.get("id") else {},
+                    "scheduler_up": scheduler_up(deployment.bases[0])}
             sizes = deployment.log_sizes()
         finally:
             deployment.stop()
         cpu = {"share_of_core": run["cpu"], "machine_busy": run["machine_busy"],
                "cpus": os.cpu_count()}
-        logs = log_lines(sizes)
+        logs = log_lines(sizes, excused=storm.outage_wall and (
+            storm.outage_wall[0] - 1.0, storm.outage_wall[1] + OUTAGE_GRACE))
         checks, figures = verify(storm, plans, run, fake, svc, customers, seen, logs)
         figures["unfinished"] = {"calls": run["unfinished_calls"],
                                  "hangups": run["unfinished_hangups"]}

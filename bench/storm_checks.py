@@ -13,7 +13,7 @@ import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START_MARK, END_MARK = "<!-- storm:start -->", "<!-- storm:end -->"
+# Hand-written notes on reading the figures (moved from the README); bench/run keeps them.
+NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -44,9 +46,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def log_lines(sizes: dict[Path, int]) -> dict[str, Counter[str]]:
+def log_lines(sizes: dict[Path, int], excused: tuple[float, float] | None = None
+              ) -> dict[str, Counter[str]]:
     """WARNING and worse lines of the JSON logs up to the given sizes, by log (web, worker),
-    level and the message's first words."""
+    level and the message's first words; lines stamped inside `excused` (time.time() from,
+    to: a Redis outage) are counted under "outage" instead."""
     found: dict[str, Counter[str]] = {}
     for path, size in sizes.items():
         name = path.stem.rstrip("0123456789")
@@ -60,8 +64,18 @@ def log_lines(sizes: dict[Path, int]) -> dict[str, Counter[str]]:
             level = entry.get("level") if isinstance(entry, dict) else None
             if level in ("WARNING", "ERROR", "CRITICAL"):
                 msg = " ".join(str(entry.get("msg", "")).split()[:4])
-                found.setdefault(name, Counter())[f"{level} {msg}"] += 1
+                found.setdefault("outage" if excused and excused[0] <= _epoch(entry)
+                                 <= excused[1] else name, Counter())[f"{level} {msg}"] += 1
     return found
+
+
+def _epoch(entry: dict[str, Any]) -> float:
+    """The line's "ts" (ivr.logs: 2026-11-23T22:15:07.123Z) as time.time()."""
+    try:
+        return datetime.strptime(str(entry.get("ts")), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 @dataclass
@@ -83,6 +97,7 @@ def verify(storm: Storm, plans: list[Call], run: dict[str, Any], fake: TimedTwil
     started = [p for p in plans if p.started]
     figures: dict[str, Any] = {"incident_counters": seen["counters"]}
     checks = (check_answers(storm, plans, run, svc, logs, figures)
+              + check_outage(storm, started, seen, logs, figures)
               + check_incident(storm, started, svc, seen["counters"], figures)
               + check_escalations(storm, started, fake, seen["sv_phones"], figures)
               + check_sms(storm, customers, fake, svc, seen, figures))
@@ -113,6 +128,7 @@ def check_answers(storm: Storm, plans: list[Call], run: dict[str, Any], svc: Ser
     failed_jobs = sum(FailedJobRegistry(queue=q).count for q in (svc.sms_queue, svc.queue))
     answered = sum(1 for p in started if p.answered)
     hung = sum(1 for p in started if p.hung_up)
+    refused = sum(1 for p in started if p.hangup_in_outage)  # 503 while Redis was away
     lags = storm.lags
     late = sum(1 for x in lags if x > 1.0)
     rate = len(started) / run["issued_for"] if run["issued_for"] else 0.0
@@ -138,8 +154,34 @@ def check_answers(storm: Storm, plans: list[Call], run: dict[str, Any], svc: Ser
               f"{rate:.2f}/s; start lag p50 {figures['start_lag_p50_ms']} ms, p99 "
               f"{figures['start_lag_p99_ms']} ms, max {figures['start_lag_max_ms']} ms; "
               f"{late} late", late == 0 and rate >= args.cps * 0.98),
-        Check("status callbacks (completed)", "one per call", f"{hung:,} of {len(started):,}",
-              hung == len(started)),
+        Check("status callbacks (completed)", "one per call",
+              f"{hung:,} of {len(started):,}" + (f" ({refused} refused in the outage)"
+                                                  if refused else ""),
+              hung + refused == len(started)),
+    ]
+
+
+def check_outage(storm: Storm, started: list[Call], seen: dict[str, Any],
+                 logs: dict[str, Counter[str]], figures: dict[str, Any]) -> list[Check]:
+    """--redis-outage: the callers in the window were answered (check_answers counts them
+    with the rest), and the scheduler is live again on every queue afterwards."""
+    if storm.outage is None:
+        return []
+    away = storm.outage[1] - storm.outage[0]
+    during = [p for p in started if p.in_outage]
+    apologies = sum(s.degraded_in_outage for s in storm.paths.values())
+    up = seen.get("scheduler_up", {})
+    figures.update(outage_seconds=round(away, 1), calls_in_outage=len(during),
+                   degraded_in_outage=apologies,
+                   outage_log_lines=sum(logs.get("outage", Counter()).values()),
+                   scheduler_up=up)
+    return [
+        Check("Redis outage: callers in it answered", "every caller",
+              f"{sum(1 for p in during if p.answered)} of {len(during)} "
+              f"({apologies} apologies) in {away:.1f} s away",
+              all(p.answered for p in during)),
+        Check("scheduler live again after it (ivr_rq_scheduler_up)", "1 on every queue",
+              str(up), bool(up) and all(v == 1 for v in up.values())),
     ]
 
 
@@ -148,8 +190,9 @@ def check_incident(storm: Storm, started: list[Call], svc: Services,
     """The declaration mid-storm: announced to exactly the calls after it, the affected
     callers tagged (read back from their call records), and the incident's counters."""
     incident_id = storm.declared.get("id", "")
-    before = {p.index for p in started if p.started < storm.declare_sent}
-    after = {p.index for p in started if p.started > storm.declare_done}
+    # calls in a Redis outage (--redis-outage) heard the apology: judged in check_outage
+    before = {p.index for p in started if p.started < storm.declare_sent and not p.in_outage}
+    after = {p.index for p in started if p.started > storm.declare_done and not p.in_outage}
     heard_before = sum(1 for p in started if p.index in before and p.announced)
     missed_after = sum(1 for p in started if p.index in after and not p.announced)
     wrong_tags = tagged = 0
@@ -184,7 +227,7 @@ def check_escalations(storm: Storm, started: list[Call], fake: TimedTwilio,
                       sv_phones: set[str], figures: dict[str, Any]) -> list[Check]:
     """Each manager request heard the transfer and rang exactly one SV first (the
     `attempt=0` leg of calls.create, found by the call's CallSid in its URL)."""
-    asked = [p for p in started if p.escalate]
+    asked = [p for p in started if p.escalate and not p.in_outage]
     transferred = [p for p in asked if p.transferred is not None]
     legs: dict[tuple[str, str], list[float]] = {}
     other_calls = 0
@@ -198,7 +241,7 @@ def check_escalations(storm: Storm, started: list[Call], fake: TimedTwilio,
             continue
         legs.setdefault((sid, attempt), []).append(at)
     firsts = {sid: times[0] for (sid, attempt), times in legs.items() if attempt == "0"}
-    asked_sids = {p.call_sid for p in asked}
+    asked_sids = {p.call_sid for p in started if p.escalate}
     missing = sum(1 for p in asked if p.call_sid not in firsts)
     doubled = sum(1 for (_, attempt), times in legs.items() if attempt == "0" and len(times) > 1)
     stray = sum(1 for sid in firsts if sid not in asked_sids)
@@ -309,7 +352,7 @@ def markdown(checks: list[Check], figures: dict[str, Any], cpu: dict[str, Any],
            f"IVR_SMS_MPS={settings_used['sms_mps']:g}, log level INFO.",
            f"- Load: {settings_used['cps']:g} new calls/s for {settings_used['minutes']:g} min, "
            f"open loop (a call starts on its slot whatever the service does; at most "
-           f"{settings_used['threads']} calls in progress), each driven by ivr.simulator.Phone "
+           f"{settings_used['threads']} calls in progress), each driven by ivr.dev.phone.Phone "
            "(signed webhooks, Gather, Redirect, Enqueue waitUrl), every request to the next "
            "web process in turn. 70 % known customers (each calls once), 20 % unknown, 10 % "
            "withheld; every tenth call asks for a manager (utterances from "
@@ -388,7 +431,8 @@ def write_section(section: str) -> None:
     RESULTS.write_text(text, encoding="utf-8")
 
 
-def kept_section(text: str) -> str | None:
-    """The storm section of a RESULTS.md text, markers included, if it has one."""
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    return text[start:end + len(END_MARK)] if start >= 0 and end > start else None
+def kept_section(text: str, marks: tuple[str, str] = (START_MARK, END_MARK)) -> str | None:
+    """The storm section of a RESULTS.md text (or the one between `marks`), markers
+    included, if it has one."""
+    start, end = text.find(marks[0]), text.find(marks[1])
+    return text[start:end + len(marks[1])] if start >= 0 and end > start else None

@@ -26,7 +26,8 @@ from flask import Flask
 from flask.cli import AppGroup, FlaskGroup, NoAppException, ScriptInfo
 
 from ivr.config import ROOT
-from ivr.simulator import DEFAULT_TO, MAX_TURNS, Input, Phone, PhoneError, Printer
+from ivr.dev.phone import DEFAULT_TO, MAX_TURNS, Input, Phone, PhoneError, Printer
+from ivr.dev.rest import JOURNAL_ENV
 
 SCRIPT = "ivr.script"
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -295,15 +296,20 @@ def _endpoint_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="ask at each <Gather> [default: on a terminal without --say/--digits]")
 @click.option("--leave-open", is_flag=True,
               help="send no 'completed' status: the call stays live (queued, in conference)")
+@click.option("--stay", type=click.FloatRange(0, 600), default=0, metavar="SECONDS",
+              help="once in a conference or a queue, hold the line this long and print what "
+                   "the local REST stand-in was asked meanwhile (the SV being rung), from "
+                   "$IVR_DEV_REST_LOG")
 def call(from_: str, to: str, url: str | None, public_url: str | None, plain: bool,
          say: tuple[str, ...], digits: tuple[str, ...], path: str, wait_loops: int,
-         max_turns: int, interactive: bool | None, leave_open: bool) -> None:
+         max_turns: int, interactive: bool | None, leave_open: bool, stay: float) -> None:
     """Call a running instance as Twilio would, and print what the caller hears.
 
     Every webhook is signed with $TWILIO_AUTH_TOKEN over the exact URL; <Gather> takes the
     next --say/--digits in command-line order, else asks (interactive), else times out;
     <Redirect> is followed; <Enqueue> plays the waitUrl; the call stops when the caller is
-    queued, joined to a conference or hung up, and ends with the /voice/status callback.
+    queued, joined to a conference or hung up, and ends with the /voice/status callback;
+    --stay N holds the line N seconds first, printing the REST stand-in's requests.
     """
     if not path.startswith("/"):
         raise click.BadParameter("must start with /", param_hint="--path")
@@ -313,7 +319,8 @@ def call(from_: str, to: str, url: str | None, public_url: str | None, plain: bo
     phone = _phone(from_, to, url, public_url, plain, wait_loops=wait_loops,
                    max_turns=max_turns)
     result = phone.call(script, ask=_ask if interactive else None, path=path,
-                        hang_up=not leave_open)
+                        hang_up=not leave_open, stay=stay,
+                        journal=os.environ.get(JOURNAL_ENV) or None)
     if result.outcome == "error":
         sys.exit(1)
 

@@ -8,12 +8,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+"""The checkout (for scripts/dev); in an installed copy, the site-packages directory."""
+PACKAGED = Path(__file__).resolve().parent / "defaults"
+"""Where a wheel puts the repository's flows/ and prompts/ (setup.py maps them there)."""
+
+
+def default_dir(name: str) -> str:
+    """flows/ or prompts/ as shipped: inside the installed package, else the checkout's."""
+    packaged = PACKAGED / name
+    return str(packaged if packaged.is_dir() else ROOT / name)
+
 
 TWILIO_API_BASE_URL = "https://api.twilio.com"
 IVR_TIMEZONE = "Asia/Tokyo"
 IVR_SMS_MPS = 10.0
-IVR_FLOWS_DIR = str(ROOT / "flows")
-IVR_PROMPTS_DIR = str(ROOT / "prompts")
+IVR_FLOWS_DIR = default_dir("flows")  # IVR_FLOWS_DIR / IVR_PROMPTS_DIR in the environment
+IVR_PROMPTS_DIR = default_dir("prompts")  # override these
+
 TWILIO_FROM_NUMBER = ""
 TWILIO_MESSAGING_SERVICE_SID = ""
 TWILIO_WORKFLOW_SID = ""
@@ -21,13 +32,15 @@ IVR_REDIS_TIMEOUT = 0.25
 MAX_CONTENT_LENGTH = 1024 * 1024
 MAX_FORM_MEMORY_SIZE = 64 * 1024
 IVR_IMPORT_MAX_BYTES = 32 * 1024 * 1024
+IVR_METRICS_TOKEN = ""
+"""When set, GET /metrics answers only `Authorization: Bearer <this>` (401 otherwise)."""
 
 REQUIRED = ("REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL",
             "IVR_ADMIN_TOKEN")
 FROM_ENV = REQUIRED + (
     "TWILIO_FROM_NUMBER", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_BASE_URL",
     "TWILIO_WORKFLOW_SID", "IVR_TIMEZONE", "IVR_SMS_MPS", "IVR_FLOWS_DIR", "IVR_PROMPTS_DIR",
-    "IVR_REDIS_TIMEOUT", "IVR_QUEUE_REDIS_URL",
+    "IVR_REDIS_TIMEOUT", "IVR_QUEUE_REDIS_URL", "IVR_METRICS_TOKEN",
 )
 NUMERIC = {"IVR_SMS_MPS", "IVR_REDIS_TIMEOUT"}
 

@@ -10,6 +10,20 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
+HTML_SECURITY_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+}
+"""What every HTML page of the service carries: the opt-out page, and Werkzeug's own error
+pages (403/404/405 outside /api). No referrer, no caching, no framing, no indexing, nothing
+loaded from anywhere."""
+
 
 class ApiError(Exception):
     """A request we refuse; raised anywhere under /api and turned into JSON once."""
@@ -66,7 +80,16 @@ def _storage_down(e: redis.RedisError) -> tuple[Response, int]:
                                                      "again (writes here are idempotent)")), 503
 
 
+def _secure_html(response: Response) -> Response:
+    """Give an HTML answer the headers it lacks (a page that sets its own keeps them)."""
+    if response.mimetype == "text/html":
+        for name, value in HTML_SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
 def register(app: Flask) -> None:
+    app.after_request(_secure_html)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(StorageConflict, _conflict)
     app.register_error_handler(redis.RedisError, _storage_down)

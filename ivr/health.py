@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ivr import current_services
@@ -36,6 +37,16 @@ def readyz() -> tuple[Response, int]:
 def metrics() -> Response:
     """Prometheus text format: request latency by endpoint (all gunicorn workers), calls,
     escalations, SMS, RQ queues and live counts from Redis; answers with Redis down too
-    (`ivr_redis_up 0`). See ivr/metrics.py."""
+    (`ivr_redis_up 0`). See ivr/metrics.py.
+
+    With IVR_METRICS_TOKEN set, only a scrape sending `Authorization: Bearer <it>` is
+    answered (401 otherwise): the numbers show how busy the incident line is."""
+    expected = current_app.config.get("IVR_METRICS_TOKEN") or ""
+    if expected:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected.encode()):
+            abort(401, description="GET /metrics needs Authorization: Bearer "
+                                   "<IVR_METRICS_TOKEN>")
     return Response(exposition(current_app, current_services()),
                     content_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
-"""Every Redis key the service uses, with its type and lifetime (README: "Redis keys").
+"""Every Redis key the service uses, with its type and lifetime (docs/redis-keys.md).
 
 Keys are `{ivr}:<noun>:<id>[:<facet>]`. Ephemeral keys carry a TTL; incidents,
 customers, supervisors and tokens do not expire.

@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import logging
 import logging.config
+import os
 import re
 import time
+from collections.abc import Mapping
 from json.encoder import encode_basestring as _json  # a JSON string literal, non-ASCII kept
 from typing import IO, Any
 
@@ -26,6 +28,16 @@ MASK = "***"
 ROUTED_TO_ROOT = ("gunicorn.error", "gunicorn.access", "rq.worker", "rq.scheduler")
 
 _CONTEXT_IN_MESSAGE = re.compile(r"\b(call_sid|message_sid|job_id)=([A-Za-z0-9_-]+)")
+# What each field must look like to be taken from a message: a Twilio SID (two letters and 32
+# hex), or one of our job ids. Anything else is text a caller may have chosen.
+CONTEXT_SHAPES = {
+    "call_sid": re.compile(r"CA[0-9a-f]{32}"),
+    "message_sid": re.compile(r"(?:SM|MM)[0-9a-f]{32}"),
+    "job_id": re.compile(r"[A-Za-z0-9_-]{1,200}"),
+}
+# Loggers whose messages are our own words; gunicorn's access log, for one, repeats the
+# request line as received, so an id in it is whatever the sender wrote.
+_OWN_LOGGERS = ("ivr", "worker", "rq")
 
 # The patterns that run on every line start with the character they look for and check what
 # comes before it afterwards: a pattern that opens with a lookbehind is tried at every
@@ -39,9 +51,12 @@ _SECRET_PAIR = re.compile(
     r"(?i)(?<![A-Za-z0-9])([\w-]*(?:token|secret|password|passwd|api[_-]?key|pin|signature))"
     r"([\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;)}\]]+)"
 )
-# A bare 32-hex string is the shape of a Twilio auth token. SIDs (CA..., SM...) have a letter
-# prefix and are kept, and so are RQ's worker names ("Worker 6e16...", "on worker 6e16...").
-_HEX_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?<!orker )[0-9a-fA-F]{32}(?![A-Za-z0-9])")
+# A 32-hex string right after a secret's name and a space ("token 0123...", "auth token
+# 0123..."): the key=value spellings are _SECRET_PAIR's. A bare 32-hex string is left alone:
+# RQ's worker names, its pub/sub channels and the hex half of every Twilio SID have that shape
+# and must stay readable; the configured secrets themselves are masked by value (MaskFilter).
+_NAMED_HEX = re.compile(
+    r"(?i)\b((?:token|secret|password|key)s?)(\s+)[0-9a-f]{32,}(?![0-9A-Za-z])")
 # The admin API's own tokens (ivr.auth.issue_token).
 _IVR_TOKEN = re.compile(r"\bivr_[A-Za-z0-9_-]{16,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
@@ -75,9 +90,13 @@ def _mask_national(match: re.Match[str]) -> str:
     return "".join(out)
 
 
-def mask(text: str) -> str:
+def mask(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Hide phone numbers (all but the country code and the last four digits), opt-out link
-    tokens and secrets."""
+    tokens and secrets: named ones (token=..., Bearer ...), and the values in `secrets`
+    wherever they appear. Ids (SIDs, RQ worker names, job ids) are kept."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
     lower = text.lower()  # the costly patterns run only when their keyword is there
     if "u/" in lower or "u%2f" in lower:
         text = _OPTOUT_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", text)
@@ -90,39 +109,60 @@ def mask(text: str) -> str:
         text = _JWT.sub(MASK, text)
     if "ivr_" in lower:
         text = _IVR_TOKEN.sub("ivr_" + MASK, text)
-    text = _HEX_TOKEN.sub(MASK, text)
+    if "token" in lower or "secret" in lower or "passw" in lower or "key" in lower:
+        text = _NAMED_HEX.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     if "+" in text or "%2" in text:
         text = _E164.sub(_mask_e164, text)
     return _JP_NATIONAL.sub(_mask_national, text)
+
+
+SECRET_SETTINGS = ("TWILIO_AUTH_TOKEN", "IVR_ADMIN_TOKEN", "IVR_METRICS_TOKEN")
+"""Settings whose values never appear in a log line, whatever surrounds them."""
+_SHORTEST_SECRET = 8  # a shorter value would mask ordinary words
+
+
+def secrets_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The values of SECRET_SETTINGS that are set (long enough to be told from words)."""
+    env = os.environ if environ is None else environ
+    return tuple(value for name in SECRET_SETTINGS
+                 if len(value := env.get(name, "")) >= _SHORTEST_SECRET)
 
 
 class MaskFilter(logging.Filter):
     """Format the message with its args, then mask it; tracebacks are masked the same way.
 
     Placed on the handler, so it sees records of every logger that reaches it. It never drops
-    a record and never raises.
+    a record and never raises. `secrets`: values masked wherever they appear (by default the
+    secret settings of the environment, read when the filter is built).
     """
 
     _traceback = logging.Formatter()
+
+    def __init__(self, secrets: tuple[str, ...] | None = None) -> None:
+        super().__init__()
+        self.secrets = secrets_from_env() if secrets is None else tuple(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not break the caller
             message = f"{record.msg!r} args={record.args!r}"
-        record.msg, record.args = mask(message), None
+        record.msg, record.args = mask(message, self.secrets), None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._traceback.formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = mask(record.exc_text)
+            record.exc_text = mask(record.exc_text, self.secrets)
         return True
 
 
 class ContextFilter(logging.Filter):
     """Give each record call_sid / message_sid / job_id when it has them.
 
-    Taken from `extra=`, else from "call_sid=..." in the message, else (job_id, when `jobs`)
-    from the RQ job this process is running. Web processes run no jobs and skip the lookup.
+    Taken from `extra=`, else from "call_sid=..." in a message of our own loggers when the
+    value has the field's shape (CONTEXT_SHAPES: a Twilio SID for the sids), else (job_id,
+    when `jobs`) from the RQ job this process is running. So a sender cannot set a field by
+    writing "call_sid=..." into a form value or a URL. Web processes run no jobs and skip the
+    lookup.
     """
 
     def __init__(self, jobs: bool = True) -> None:
@@ -130,17 +170,24 @@ class ContextFilter(logging.Filter):
         self.jobs = jobs
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        own = record.name.split(".", 1)[0] in _OWN_LOGGERS
+        message = record.getMessage() if own else ""
         if "_sid=" in message or "job_id=" in message:
-            found = dict(_CONTEXT_IN_MESSAGE.findall(message))
-            for name in CONTEXT_FIELDS:
-                if getattr(record, name, None) is None and name in found:
-                    setattr(record, name, found[name])
+            for name, value in _CONTEXT_IN_MESSAGE.findall(message):
+                if (getattr(record, name, None) is None
+                        and CONTEXT_SHAPES[name].fullmatch(value)):
+                    setattr(record, name, value)
         if self.jobs and getattr(record, "job_id", None) is None:
             job = get_current_job()
             if job is not None:
                 record.job_id = job.id
         return True
+
+
+def looks_like(name: str, value: object) -> bool:
+    """Whether `value` has the shape of the context field `name` (a Twilio SID for the
+    sids): a view logs a form's CallSid only when it does."""
+    return isinstance(value, str) and CONTEXT_SHAPES[name].fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=4)

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import redis
 from flask import Flask, Response, current_app, g, request
@@ -26,6 +27,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+from rq.utils import utcparse
 
 from ivr import keys
 from ivr.call import METRIC_TAGS
@@ -40,6 +43,8 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 UNMATCHED = "unmatched"
 """The endpoint label of requests no route matched (404, 405), so paths never become labels."""
 OUTCOMES = ("accepted", "exhausted", "abandoned")
+SCHEDULER_STALE_SECONDS = 15
+"""RQ's scheduler beats every second; one silent this long is taken for dead."""
 
 
 def multiprocess_dir() -> str | None:
@@ -143,6 +148,7 @@ class RedisCollector:
             jobs.llen(q.key)
             jobs.zcard(FailedJobRegistry(queue=q).key)
             jobs.zcard(ScheduledJobRegistry(queue=q).key)
+            jobs.get(RQScheduler.get_locking_key(q.name))  # the scheduler holding the queue
         (by_tag, escalations, attempts, sms, active_calls, waiting,
          active_incidents) = pipe.execute()
         per_queue = jobs.execute()
@@ -186,9 +192,19 @@ class RedisCollector:
                                       "(retries with an interval, watchdogs, cadence) in an "
                                       "RQ queue.", labels=["queue"])
         for i, q in enumerate(queues):
-            depth.add_metric([q.name], per_queue[3 * i])
-            failed.add_metric([q.name], per_queue[3 * i + 1])
-            scheduled.add_metric([q.name], per_queue[3 * i + 2])
+            depth.add_metric([q.name], per_queue[4 * i])
+            failed.add_metric([q.name], per_queue[4 * i + 1])
+            scheduled.add_metric([q.name], per_queue[4 * i + 2])
+        scheduler_up = GaugeMetricFamily(
+            "ivr_rq_scheduler_up", "1 when a live RQ scheduler holds the queue's lock (its "
+            f"last beat under {SCHEDULER_STALE_SECONDS}s ago), else 0: retries, watchdogs, "
+            "sweeps and the update clock run only while it is 1.", labels=["queue"])
+        beats = self._scheduler_beats([per_queue[4 * i + 3] for i in range(len(queues))])
+        for i, q in enumerate(queues):
+            beat = beats.get(per_queue[4 * i + 3])
+            live = beat is not None and (svc.now() - beat).total_seconds() < \
+                SCHEDULER_STALE_SECONDS
+            scheduler_up.add_metric([q.name], 1 if live else 0)
 
         gauges = []
         for name, text, value in (
@@ -199,4 +215,16 @@ class RedisCollector:
             gauge = GaugeMetricFamily(name, text)
             gauge.add_metric([], value)
             gauges.append(gauge)
-        return [calls, received, ended, given_up, sms_total, depth, failed, scheduled, *gauges]
+        return [calls, received, ended, given_up, sms_total, depth, failed, scheduled,
+                scheduler_up, *gauges]
+
+    def _scheduler_beats(self, holders: list[bytes | None]) -> dict[bytes, datetime]:
+        """The last heartbeat of each scheduler named in `holders` that still has its hash."""
+        names = sorted({name for name in holders if name})
+        if not names:
+            return {}
+        pipe = self.svc.rq_redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(SCHEDULER_KEY_TEMPLATE % name.decode(), "last_heartbeat")
+        return {name: utcparse(beat.decode())
+                for name, beat in zip(names, pipe.execute(), strict=True) if beat}

@@ -14,6 +14,7 @@ import redis
 from flask import Blueprint, Response, current_app, render_template, request
 
 from ivr import current_services, customer, optout
+from ivr.errors import HTML_SECURITY_HEADERS
 from ivr.lang import LANGS
 from ivr.phone import mask
 from ivr.services import Services
@@ -21,22 +22,11 @@ from ivr.services import Services
 log = logging.getLogger(__name__)
 bp = Blueprint("optout", __name__)
 
-SECURITY_HEADERS = {
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "X-Robots-Tag": "noindex, nofollow",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-}
-
 
 @bp.after_request
 def secure(response: Response) -> Response:
     """No referrer (the link is a credential), no caching, no framing, no indexing."""
-    response.headers.update(SECURITY_HEADERS)
+    response.headers.update(HTML_SECURITY_HEADERS)
     return response
 
 

@@ -19,7 +19,7 @@ from rq import Queue
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from ivr.console_backend import CONSOLE, ConsoleHttpClient
+from ivr.dev.rest import CONSOLE, ConsoleHttpClient
 from ivr.flows import Flows, load_flows
 from ivr.intent import Lexicon, load_lexicon
 from ivr.prompts import Prompts, load_prompts
@@ -118,7 +118,7 @@ def twilio_client(config: Mapping[str, Any]) -> Client:
     """Twilio's REST client with a 5 s timeout, sent to TWILIO_API_BASE_URL.
 
     The literal value "console" (scripts/dev sets it when it made up the credentials) keeps
-    every request on this machine: ivr.console_backend logs it and answers with SIDs.
+    every request on this machine: ivr.dev.rest logs it and answers with SIDs.
     """
     base = str(config.get("TWILIO_API_BASE_URL") or "https://api.twilio.com")
     http: TwilioHttpClient
@@ -132,9 +132,14 @@ def twilio_client(config: Mapping[str, Any]) -> Client:
 
 
 def build_services(
-    config: Mapping[str, Any], *, clock: Clock = utc_now, redis_timeout: float | None = None
+    config: Mapping[str, Any], *, clock: Clock = utc_now, redis_timeout: float | None = None,
+    flows: Flows | None = None, prompts: Prompts | None = None, lexicon: Lexicon | None = None,
 ) -> Services:
     """Build everything from settings; `rq_redis` stays undecoded because RQ needs bytes.
+
+    `flows`, `prompts` and `lexicon` default to loading IVR_FLOWS_DIR and IVR_PROMPTS_DIR
+    (about half a second); a caller that already holds them (the tests, once per session)
+    passes them in. They are read-only, so one copy may serve any number of Services.
 
     The web passes no `redis_timeout` and gets IVR_REDIS_TIMEOUT (short, so a webhook still
     answers when Redis is slow); the worker asks for a longer one. The job queue may live on a
@@ -152,8 +157,9 @@ def build_services(
         queue=Queue("default", connection=rq_redis),
         sms_queue=Queue("sms", connection=rq_redis),
         clock=clock,
-        flows=load_flows(config["IVR_FLOWS_DIR"]),
-        lexicon=load_lexicon(Path(config["IVR_FLOWS_DIR"]) / "intents.yaml"),
-        prompts=load_prompts(config["IVR_PROMPTS_DIR"]),
+        flows=load_flows(config["IVR_FLOWS_DIR"]) if flows is None else flows,
+        lexicon=(load_lexicon(Path(config["IVR_FLOWS_DIR"]) / "intents.yaml")
+                 if lexicon is None else lexicon),
+        prompts=load_prompts(config["IVR_PROMPTS_DIR"]) if prompts is None else prompts,
         config=config,
     )

@@ -13,12 +13,16 @@ from flask import abort, current_app, request
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
+from ivr.logs import looks_like
+
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def requested_url(public_base_url: str, environ: dict[str, Any]) -> str:
-    """PUBLIC_BASE_URL plus the raw path and query exactly as received.
+def requested_url(public_base_url: str, environ: dict[str, Any]) -> str | None:
+    """PUBLIC_BASE_URL plus the raw path and query exactly as received; None when the
+    request target is not a path (an absolute-form `POST http://x/voice/incoming`, an
+    asterisk): Twilio never sends one, so it cannot carry a valid signature.
 
     Flask's request.url is decoded and rebuilt (and says http behind a TLS proxy), which
     breaks the signature of a percent-encoded query, so the raw request line is used.
@@ -28,6 +32,8 @@ def requested_url(public_base_url: str, environ: dict[str, Any]) -> str:
         path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/")
         query = environ.get("QUERY_STRING", "")
         raw = f"{path}?{query}" if query else path
+    if not raw.startswith("/"):
+        return None
     return public_base_url.rstrip("/") + raw
 
 
@@ -61,15 +67,22 @@ def twilio_signed(view: F) -> F:
         config = current_app.config
         url = requested_url(config["PUBLIC_BASE_URL"], request.environ)
         signature = request.headers.get("X-Twilio-Signature", "")
-        validator = RequestValidator(config["TWILIO_AUTH_TOKEN"])
-        if not signature or not (
-            hmac.compare_digest(validator.compute_signature(url, _Params(request.form)),
-                                signature)
-            or validator.validate(url, request.form, signature)
-        ):
+        if url is None or not signature or not _valid(config["TWILIO_AUTH_TOKEN"], url,
+                                                      signature):
+            sid = request.form.get("CallSid")
             log.warning("rejected unsigned request path=%s call_sid=%s", request.path,
-                        request.form.get("CallSid", "-")[:40])
+                        sid if looks_like("call_sid", sid) else "-")
             abort(403)
         return view(*args, **kwargs)
 
     return checked  # type: ignore[return-value]
+
+
+def _valid(auth_token: str, url: str, signature: str) -> bool:
+    validator = RequestValidator(auth_token)
+    try:
+        return hmac.compare_digest(
+            validator.compute_signature(url, _Params(request.form)), signature
+        ) or bool(validator.validate(url, request.form, signature))
+    except ValueError:  # a URL the library cannot take apart (a bad port): not Twilio's
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -16,12 +17,17 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from freezegun import freeze_time
+from rq import SimpleWorker
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app, keys
 from ivr import services as services_module
 from ivr.config import IVR_FLOWS_DIR, IVR_PROMPTS_DIR
+from ivr.flows import load_flows
+from ivr.intent import load_lexicon
+from ivr.prompts import load_prompts
 from ivr.services import Services, build_services
+from tests import twiml
 from tests.fakes.twilio_api import FakeTwilio, FakeTwilioServer
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -90,34 +96,22 @@ def queue_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Red
     server.stop()
 
 
-def _loaded_once(load: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`load` memoised by the path and the size and mtime of every file beside it."""
-    cache: dict[Any, Any] = {}
-
-    def cached(path: Any) -> Any:
-        directory = Path(path) if Path(path).is_dir() else Path(path).parent
-        stamp = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size)
-                             for f in directory.iterdir() if f.is_file()))
-        key = (str(path), stamp)
-        if key not in cache:
-            cache[key] = load(path)
-        return cache[key]
-
-    return cached
+@pytest.fixture(scope="session")
+def content() -> dict[str, Any]:
+    """flows/, prompts/ and the intent lexicon, loaded once for the session (about half a
+    second each time otherwise), as keyword arguments of build_services:
+    `build_services(config, **content)`. They are read-only; a test that needs other flows
+    builds its own (dataclasses.replace, or a tmp directory and IVR_FLOWS_DIR)."""
+    return {"flows": load_flows(IVR_FLOWS_DIR),
+            "prompts": load_prompts(IVR_PROMPTS_DIR),
+            "lexicon": load_lexicon(Path(IVR_FLOWS_DIR) / "intents.yaml")}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def flows_loaded_once() -> Iterator[None]:
-    """Loading flows/, compiling prompts/ and the intent lexicon takes about half a second,
-    and nearly every test builds Services (and the worker builds its own): load each
-    directory once per session, again only if a file in it changes. Production loads once
-    per process anyway. Nothing may change what the loaders return; tests that need other
-    flows copy them (dataclasses.replace, or a tmp directory)."""
-    patch = pytest.MonkeyPatch()
-    for name in ("load_flows", "load_prompts", "load_lexicon"):
-        patch.setattr(services_module, name, _loaded_once(getattr(services_module, name)))
-    yield
-    patch.undo()
+def twiml_schema() -> Any:
+    """Twilio's TwiML schema (tests/twiml.py), loaded before the first test: without
+    ../shared/twiml-xsd every test errors, none is skipped."""
+    return twiml.schema()
 
 
 @pytest.fixture(scope="session")
@@ -168,8 +162,8 @@ def config(redis_server: RedisServer, queue_redis_server: RedisServer,
 
 
 @pytest.fixture
-def svc(config: dict[str, Any], clock: Any) -> Iterator[Services]:
-    services = build_services(config, clock=lambda: datetime.now(UTC))
+def svc(config: dict[str, Any], clock: Any, content: dict[str, Any]) -> Iterator[Services]:
+    services = build_services(config, clock=lambda: datetime.now(UTC), **content)
     services.redis.flushdb()
     services.rq_redis.flushdb()
     yield services
@@ -180,6 +174,22 @@ def svc(config: dict[str, Any], clock: Any) -> Iterator[Services]:
 @pytest.fixture
 def redis(svc: Services) -> redis_lib.Redis:
     return svc.redis
+
+
+@pytest.fixture
+def snapshot(svc: Services) -> Callable[[], dict[tuple[str, Any], tuple[bytes, bool]]]:
+    """`snapshot()`: every key of the app's Redis and of the queue's Redis, with its
+    serialised value and whether it expires, to prove a request wrote nothing:
+    `before = snapshot(); ...; assert snapshot() == before`."""
+
+    def take() -> dict[tuple[str, Any], tuple[bytes, bool]]:
+        found = {}
+        for name, client in (("app", svc.redis), ("queue", svc.rq_redis)):
+            for key in client.scan_iter(count=1000):
+                found[(name, key)] = (client.dump(key), client.pttl(key) >= 0)
+        return found
+
+    return take
 
 
 @pytest.fixture
@@ -202,7 +212,10 @@ def twilio_post(client: Any) -> Any:
 
     def post(path: str, **form: str) -> Any:
         signature = sign(PUBLIC_BASE_URL + path, form)
-        return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+        response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+        if response.mimetype == "text/xml":
+            twiml.validate(response.get_data())
+        return response
 
     return post
 
@@ -224,9 +237,11 @@ def admin(client: Any) -> Any:
 
 
 def parse_twiml(response: Any) -> ET.Element:
-    """The TwiML root of a webhook answer, after checking it is text/xml."""
+    """The TwiML root of a webhook answer, after checking it is text/xml and valid against
+    Twilio's schema (tests/twiml.py)."""
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/xml"
+    twiml.validate(response.get_data())
     root = ET.fromstring(response.get_data())
     assert root.tag == "Response"
     return root
@@ -242,22 +257,36 @@ os.environ.setdefault("TZ", "UTC")
 
 
 @pytest.fixture
-def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPatch) -> Any:
+def run_jobs(config: dict[str, Any], svc: Services, monkeypatch: pytest.MonkeyPatch,
+             content: dict[str, Any]) -> Any:
     """Run every queued RQ job in a real (in-process) RQ worker, configured like production:
     from the environment, against the same Redis and fake Twilio."""
-    from rq import SimpleWorker
-
-
     for name, value in config.items():
         if name.isupper():
             monkeypatch.setenv(name, str(value))
     forget_worker_services()
+    # The worker builds its own Services (worker.worker_services); give it the session's
+    # loaded flows/prompts/lexicon as it would load them, not half a second per test.
+    monkeypatch.setattr(services_module, "build_services",
+                        functools.partial(build_services, **content))
 
     def run() -> None:
-        SimpleWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
+        BurstWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
 
     yield run
     forget_worker_services()
+
+
+class BurstWorker(SimpleWorker):  # type: ignore[misc]
+    """An in-process RQ worker without the pub/sub command channel, which a burst run never
+    reads: with redis-py 8, RQ's teardown (unsubscribe, then stop the listening thread)
+    can leave that thread waiting its full 60 s for a subscription, so a test hung."""
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
 
 
 def forget_worker_services() -> None:

@@ -212,3 +212,37 @@ def test_dev_starts_the_whole_service_and_stops_it_on_sigterm(dev: Dev) -> None:
     assert group_members(dev.proc.pid) == [], dev.log()
     assert dev.proc.returncode == 0, dev.log()
     assert (dev.repo / ".run" / "dev.rdb").exists()  # its Redis saved on the way out
+
+
+def test_dev_restarts_a_dead_redis_with_its_data_and_keeps_the_web(dev: Dev) -> None:
+    base = f"http://127.0.0.1:{dev.port}"
+    deadline = time.monotonic() + START_LIMIT
+    dev.wait_for("GET /readyz 200", lambda: get(base + "/readyz") == 200, deadline)
+    banner = dev.log()
+    assert "queues default, sms" in banner, banner  # the order the worker is started with
+    env_file = (dev.repo / ".run" / "dev.env").read_text()
+    redis_url = next(line.split("=", 1)[1] for line in env_file.splitlines()
+                     if line.startswith("export REDIS_URL="))
+    connection = redis_lib.Redis.from_url(redis_url, socket_timeout=2)
+    assert connection.config_get("appendonly") == {"appendonly": "yes"}
+    connection.set("dev-test:written-before-the-crash", "1")
+    connection.close()
+    first, web = dev.pid_of("redis"), dev.pid_of("web")
+
+    os.kill(first, signal.SIGKILL)
+
+    def back() -> bool:
+        try:
+            return dev.pid_of("redis") != first and get(base + "/readyz") == 200
+        except (OSError, ValueError):
+            return False
+
+    dev.wait_for("a restarted redis answering /readyz", back, time.monotonic() + START_LIMIT)
+    said = [line for line in dev.output.read_text(errors="replace").splitlines()
+            if line.startswith("dev: ")]
+    assert "dev: redis exited; restarting it (the web keeps answering callers meanwhile)" \
+        in said, said
+    assert dev.pid_of("web") == web  # the web was never stopped
+    connection = redis_lib.Redis.from_url(redis_url, socket_timeout=2)
+    assert connection.get("dev-test:written-before-the-crash") == b"1"
+    connection.close()

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from ivr import logs
+from tests.conftest import BurstWorker
 
 SID = "CA0123456789abcdef0123456789abcdef"
 MESSAGE_SID = "SM0123456789abcdef0123456789abcdef"
@@ -83,11 +84,31 @@ def test_mask_hides_numbers_and_secrets(text: str, masked: str) -> None:
         "+81******5678 is already masked",
         "incident_id=INC-20261123-0001 severity=critical",
         "Worker 6e1660423b1e4f8294aef7c62207ccf2: sms: Job OK (probe-2)",
+        "Subscribing to channel rq:pubsub:6e1660423b1e4f8294aef7c62207ccf2",
+        "Worker rq:worker:6e1660423b1e4f8294aef7c62207ccf2 started with PID 42",
+        "cleaned registry of 6e1660423b1e4f8294aef7c62207ccf2 and 0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "queue sid=QU0123456789abcdef0123456789abcdef workflow WW0123456789abcdef0123456789abcdef",
         "GET /users/42 from /usr/lib/python3 and /u/ alone",
     ],
 )
 def test_mask_leaves_ids_times_and_counts_alone(text: str) -> None:
     assert logs.mask(text) == text
+
+
+def test_configured_secrets_are_masked_wherever_they_appear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    monkeypatch.setenv("IVR_ADMIN_TOKEN", "s3cr3t-admin-value")
+    monkeypatch.setenv("IVR_METRICS_TOKEN", "short")  # too short to tell from a word: kept
+    masker = logs.MaskFilter()
+    record = logging.LogRecord("rq.worker", logging.INFO, __file__, 1,
+                               "%s then https://AC00:%s@api.example and %s", None, None)
+    record.args = (AUTH_TOKEN, AUTH_TOKEN, "s3cr3t-admin-value short")
+    assert masker.filter(record)
+    assert record.msg == "*** then https://AC00:***@api.example and *** short"
+    assert logs.secrets_from_env({"IVR_ADMIN_TOKEN": "", "TWILIO_AUTH_TOKEN": "x" * 8}) == (
+        "x" * 8,)
 
 
 def test_phone_numbers_in_message_and_args_are_masked(
@@ -186,6 +207,26 @@ def test_extra_wins_over_the_message(log_lines: Callable[[], list[dict[str, Any]
     assert line["call_sid"] == SID
 
 
+@pytest.mark.parametrize(
+    ("logger", "message"),
+    [
+        # a form value chosen by the sender, logged by a view: not a SID, so not a field
+        ("ivr.signature", "rejected unsigned request path=/voice/incoming "
+                          "call_sid=call_sid=CAFAKE0123"),
+        ("ivr.voice", "call in call_sid=CA0123 message_sid=SMnothex0123456789abcdef0123456789ab"),
+        # gunicorn repeats the request line as received: nothing in it is ours
+        ("gunicorn.access", f'"POST /voice/incoming?call_sid={SID} HTTP/1.1" 403'),
+    ],
+)
+def test_ids_are_taken_only_when_they_look_like_ours(
+    log_lines: Callable[[], list[dict[str, Any]]], logger: str, message: str,
+) -> None:
+    logging.getLogger(logger).warning(message)
+
+    (line,) = log_lines()
+    assert "call_sid" not in line and "message_sid" not in line, line
+
+
 def test_library_loggers_go_through_the_json_handler(
     log_lines: Callable[[], list[dict[str, Any]]],
 ) -> None:
@@ -211,7 +252,7 @@ def test_job_id_comes_from_the_running_rq_job(
     queue = Queue("sms", connection=connection)
     job = queue.enqueue(log_inside_job, job_id="sms-inc1-1-0a1b2c3d4e5f")
 
-    SimpleWorker([queue], connection=connection).work(burst=True)
+    BurstWorker([queue], connection=connection).work(burst=True)
 
     assert job.get_status(refresh=True) == "finished"
     sending = [line for line in log_lines() if line["logger"] == "worker.test"]

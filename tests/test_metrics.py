@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ivr import create_app, keys
 from ivr.services import build_services
 from tests.conftest import free_port, make_config
-from tests.voice.helpers import add_customer, declare, new_sid, put_roster, repeat_caller, ring
+from tests.factories import add_customer, declare, new_sid, put_roster, repeat_caller, ring
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLER = "+819012345678"
@@ -233,9 +233,9 @@ def test_waiting_callers(twilio_post, client, svc, clock):
     assert value(scrape(client), "ivr_waiting_callers") == 2
 
 
-def test_metrics_answer_without_redis(tmp_path, fake_twilio):
+def test_metrics_answer_without_redis(tmp_path, fake_twilio, content):
     config = make_config(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
-    services = build_services(config)
+    services = build_services(config, **content)
     try:
         client = create_app(config, services=services).test_client()
         assert client.get("/healthz").status_code == 200
@@ -331,3 +331,26 @@ def test_calls_by_tag_adds_the_combinations_up_and_counts_priority_apart():
                                       "repeat": "1", "untagged": "3", "priority": "4"})
     assert per_tag == {"affected": 3, "vip": 2, "repeat": 2, "untagged": 3, "priority": 4}
     assert received == 7  # a move to the priority band is not a further call
+
+
+def test_the_scheduler_gauge_is_1_only_while_a_live_scheduler_holds_the_queue(
+        client, svc, clock):
+    from rq.scheduler import RQScheduler
+
+    def up() -> list[float | None]:
+        samples = scrape(client)
+        return [value(samples, "ivr_rq_scheduler_up", queue=q) for q in ("default", "sms")]
+
+    assert up() == [0, 0]  # no scheduler
+    scheduler = RQScheduler([svc.queue], connection=svc.rq_redis)
+    scheduler.acquire_locks()
+    scheduler.register_birth()
+    assert up() == [1, 0]  # it holds only default
+    clock.tick(14)
+    assert up() == [1, 0]
+    clock.tick(2)  # silent past SCHEDULER_STALE_SECONDS: dead, though its lock has not expired
+    assert up() == [0, 0]
+    scheduler.heartbeat()
+    assert up() == [1, 0]
+    scheduler.stop()
+    assert up() == [0, 0]

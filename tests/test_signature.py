@@ -10,7 +10,7 @@ import pytest
 
 from ivr import keys
 from tests.conftest import AUTH_TOKEN, PUBLIC_BASE_URL, parse_twiml, sign
-from tests.voice.helpers import declare, new_sid
+from tests.factories import declare, new_sid
 
 CALLER = "+819012345678"
 OTHER_TOKEN = "another-accounts-auth-token-000000"
@@ -42,10 +42,6 @@ def form_for(call_sid: str) -> dict[str, str]:
     }
 
 
-def snapshot(svc: Any) -> dict[bytes, bytes]:
-    raw = svc.rq_redis
-    return {key: raw.dump(key) for key in raw.scan_iter(count=1000)}
-
 
 @pytest.fixture
 def queued_caller(admin: Any, twilio_post: Any, svc: Any) -> str:
@@ -68,9 +64,9 @@ def test_the_walk_finds_the_webhooks(app):
 
 
 def test_unsigned_or_wrongly_signed_webhooks_get_403_and_change_nothing(
-        app, client, svc, fake_twilio, queued_caller):
+        app, client, svc, fake_twilio, queued_caller, snapshot):
     form = form_for(queued_caller)
-    before, size = snapshot(svc), svc.redis.dbsize()
+    before, size = snapshot(), svc.redis.dbsize()
     assert size > 0
 
     for endpoint, path in webhook_paths(app):
@@ -88,14 +84,14 @@ def test_unsigned_or_wrongly_signed_webhooks_get_403_and_change_nothing(
             assert b"<Response" not in response.get_data(), (endpoint, what)
 
     assert svc.redis.dbsize() == size
-    assert snapshot(svc) == before
+    assert snapshot() == before
     assert fake_twilio.requests == []
 
 
-def test_a_signature_over_other_form_values_is_refused(client, svc, queued_caller):
+def test_a_signature_over_other_form_values_is_refused(client, svc, queued_caller, snapshot):
     form = form_for(queued_caller)
     signature = sign(PUBLIC_BASE_URL + "/voice/status", form)
-    before = snapshot(svc)
+    before = snapshot()
 
     tampered = {**form, "CallSid": new_sid()}
     assert client.post("/voice/status", data=tampered,
@@ -103,7 +99,7 @@ def test_a_signature_over_other_form_values_is_refused(client, svc, queued_calle
     extra = {**form, "Extra": "1"}
     assert client.post("/voice/status", data=extra,
                        headers={"X-Twilio-Signature": signature}).status_code == 403
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
 def test_correctly_signed_webhooks_are_accepted(app, client, svc, queued_caller):
@@ -138,17 +134,18 @@ def test_a_percent_encoded_query_is_checked_over_the_raw_url(client, svc, queued
     PUBLIC_BASE_URL + "/voice/connecting",  # the query left out
     PUBLIC_BASE_URL + "/voice/connecting?join=1&note=%e3%81%82%20b%2fc",  # re-encoded
 ])
-def test_a_signature_over_any_other_url_is_refused(client, svc, queued_caller, signed_url):
+def test_a_signature_over_any_other_url_is_refused(
+        client, svc, queued_caller, signed_url, snapshot):
     form = {"CallSid": queued_caller}
     assert PUBLIC_BASE_URL.startswith("https://")
-    before = snapshot(svc)
+    before = snapshot()
 
     response = client.post(RAW_QUERY_PATH, data=form,
                            headers={"X-Twilio-Signature": sign(signed_url, form)})
 
     assert response.status_code == 403
     assert connecting_state(svc, queued_caller) == "queued"
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
 FORWARDED = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": "attacker.example",
@@ -170,15 +167,15 @@ def test_forwarded_headers_do_not_change_the_url_that_is_checked(client, svc, qu
     "http://attacker.example", "https://attacker.example", "http://internal:8000",
 ])
 def test_a_signature_over_the_forwarded_url_is_refused(client, svc, queued_caller,
-                                                        signed_base):
+                                                        signed_base, snapshot):
     form = {"CallSid": queued_caller}
-    before = snapshot(svc)
+    before = snapshot()
 
     response = client.post(RAW_QUERY_PATH, data=form, headers={
         **FORWARDED, "X-Twilio-Signature": sign(signed_base + RAW_QUERY_PATH, form)})
 
     assert response.status_code == 403
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
 def test_the_test_helpers_sign_with_the_apps_token(app):

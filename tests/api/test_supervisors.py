@@ -46,9 +46,6 @@ def sv(
     }
 
 
-def snapshot(redis: Any) -> dict[str, bytes]:
-    return {key: redis.dump(key) for key in sorted(redis.keys("{ivr}:*"))}
-
 
 def stored_phones(redis: Any) -> set[str]:
     return set(redis.hkeys(keys.supervisor_roster()))
@@ -201,9 +198,9 @@ def test_phone_is_normalised_to_e164(admin: Any, redis: Any, raw: str) -> None:
 
 
 def test_same_number_twice_in_a_list_is_refused_at_the_second(
-    admin: Any, redis: Any, three: Any
+    admin: Any, redis: Any, three: Any, snapshot: Any
 ) -> None:
-    before = snapshot(redis)
+    before = snapshot()
 
     response = admin.put(
         "/api/supervisors",
@@ -218,7 +215,7 @@ def test_same_number_twice_in_a_list_is_refused_at_the_second(
     error = response.get_json()["error"]
     assert (error["code"], error["field"]) == ("invalid_field", "[2].phone")
     assert "[1].phone" in error["message"]
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
 # --- bad input: named, nothing written ------------------------------------------------------
@@ -276,9 +273,9 @@ def without(name: str) -> dict[str, Any]:
     ],
 )
 def test_put_bad_field_is_named_and_nothing_written(
-    admin: Any, redis: Any, three: Any, record: dict[str, Any], field: str
+    admin: Any, redis: Any, three: Any, record: dict[str, Any], field: str, snapshot: Any
 ) -> None:
-    before = snapshot(redis)
+    before = snapshot()
 
     single = admin.put("/api/supervisors", json=record)
     in_list = admin.put(
@@ -290,34 +287,35 @@ def test_put_bad_field_is_named_and_nothing_written(
     assert single.get_json()["error"]["field"] == field
     assert in_list.status_code == 400
     assert in_list.get_json()["error"]["field"] == f"[2].{field}"
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
-def test_a_list_item_that_is_not_an_object_is_named(admin: Any, redis: Any, three: Any) -> None:
-    before = snapshot(redis)
+def test_a_list_item_that_is_not_an_object_is_named(
+        admin: Any, redis: Any, three: Any, snapshot: Any) -> None:
+    before = snapshot()
 
     response = admin.put("/api/supervisors", json=[sv(8, "OK", ["general"], 2), "佐藤"])
 
     assert response.status_code == 400
     assert response.get_json()["error"]["field"] == "[1]"
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"42", b'"phone"', b"null"])
 def test_put_body_that_is_not_an_object_or_list_is_400(
-    admin: Any, redis: Any, three: Any, body: bytes
+    admin: Any, redis: Any, three: Any, body: bytes, snapshot: Any
 ) -> None:
-    before = snapshot(redis)
+    before = snapshot()
 
     response = admin.put("/api/supervisors", data=body, content_type="application/json")
 
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_json"
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
-def test_put_wrong_content_type_is_415(admin: Any, redis: Any, three: Any) -> None:
-    before = snapshot(redis)
+def test_put_wrong_content_type_is_415(admin: Any, redis: Any, three: Any, snapshot: Any) -> None:
+    before = snapshot()
 
     response = admin.put(
         "/api/supervisors", data="phone,name\n09012345678,山田\n", content_type="text/csv"
@@ -325,11 +323,11 @@ def test_put_wrong_content_type_is_415(admin: Any, redis: Any, three: Any) -> No
 
     assert response.status_code == 415
     assert response.get_json()["error"]["code"] == "unsupported_media_type"
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
-def test_put_oversized_body_is_413_json(admin: Any, redis: Any, three: Any) -> None:
-    before = snapshot(redis)
+def test_put_oversized_body_is_413_json(admin: Any, redis: Any, three: Any, snapshot: Any) -> None:
+    before = snapshot()
     body = [sv(i, "x" * 100, ["general"], 2) for i in range(20)] * 400  # ~1.2 MB
 
     response = admin.put("/api/supervisors", json=body)
@@ -337,7 +335,7 @@ def test_put_oversized_body_is_413_json(admin: Any, redis: Any, three: Any) -> N
     assert response.status_code == 413
     assert response.mimetype == "application/json"
     assert response.get_json()["error"]["code"] == "request_entity_too_large"
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
 def test_more_than_500_is_refused_and_500_is_the_limit(admin: Any, redis: Any) -> None:
@@ -463,14 +461,15 @@ def test_roster_and_get(svc: Any, redis: Any) -> None:
     assert supervisor.get(svc, e164(9)) is None
 
 
-def test_replace_roster_refuses_a_doubled_number_and_writes_nothing(svc: Any, redis: Any) -> None:
+def test_replace_roster_refuses_a_doubled_number_and_writes_nothing(
+        svc: Any, redis: Any, snapshot: Any) -> None:
     supervisor.replace_roster(svc, [sup(1, "a", 1)])
-    before = snapshot(redis)
+    before = snapshot()
 
     with pytest.raises(ValueError):
         supervisor.replace_roster(svc, [sup(2, "b", 1), sup(2, "c", 2)])
 
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
 def test_upsert_returns_the_roster_it_produced(svc: Any) -> None:
@@ -497,9 +496,9 @@ def test_an_unreadable_stored_entry_is_skipped(svc: Any, redis: Any) -> None:
     [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic dGVzdDp0ZXN0"}],
 )
 def test_without_a_valid_token_everything_is_401(
-    client: Any, redis: Any, three: Any, headers: dict[str, str]
+    client: Any, redis: Any, three: Any, headers: dict[str, str], snapshot: Any
 ) -> None:
-    before = snapshot(redis)
+    before = snapshot()
 
     answers = [
         client.get("/api/supervisors", headers=headers),
@@ -511,12 +510,12 @@ def test_without_a_valid_token_everything_is_401(
     assert [r.status_code for r in answers] == [401] * 4
     assert [r.get_json()["error"]["code"] for r in answers] == ["unauthorized"] * 4
     assert not any("佐藤" in r.get_data(as_text=True) for r in answers)
-    assert snapshot(redis) == before
+    assert snapshot() == before
 
 
-def test_redis_down_is_503_json(tmp_path: Any, fake_twilio: Any) -> None:
+def test_redis_down_is_503_json(tmp_path: Any, fake_twilio: Any, content: Any) -> None:
     config = make_config(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
-    services = build_services(config)
+    services = build_services(config, **content)
     client = create_app(config, services=services).test_client()
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     try:

@@ -12,8 +12,8 @@ from ivr.customer import Customer
 from ivr.segments import segments
 from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, make_config, parse_twiml, sign
-from tests.sms import messages, new_message_sid, snapshot
-from tests.voice.helpers import put_active
+from tests.factories import new_message_sid, put_active
+from tests.sms import messages
 
 SENDER = "+819012345678"
 OUR_NUMBER = "+815012345678"  # TWILIO_FROM_NUMBER in tests/conftest.py
@@ -224,15 +224,15 @@ def test_a_long_status_reply_is_cut_to_its_segment_budget(svc, text):
 # --- one reply per MessageSid; no loops --------------------------------------------------------
 
 
-def test_a_retried_webhook_replies_once_and_acts_once(svc, text, caplog):
+def test_a_retried_webhook_replies_once_and_acts_once(svc, text, caplog, snapshot):
     sid = new_message_sid()
     assert messages(text("STOP", sid=sid)) == [OPT_OUT_JA]
     svc.redis.srem(keys.sms_optout(), SENDER)  # even if the state changed meanwhile
-    before = snapshot(svc)
+    before = snapshot()
 
     with caplog.at_level(logging.INFO, logger="ivr.inbound"):
         assert messages(text("STOP", sid=sid)) == []
-    assert snapshot(svc) == before
+    assert snapshot() == before
     assert "already handled" in caplog.text
 
     ttl = svc.redis.ttl(keys.sms_inbound(sid))
@@ -261,28 +261,28 @@ def test_a_retried_status_or_help_message_is_answered_once(svc, text, body):
     ("a huge Body", {"Body": "STOP" + "あ" * 1597}),
 ])
 def test_nothing_to_act_on_gets_an_empty_answer_and_writes_nothing(svc, twilio_post, what,
-                                                                   form):
+                                                                   form, snapshot):
     fields = {"MessageSid": new_message_sid(), "From": SENDER, "To": OUR_NUMBER,
               "Body": "STOP"}
     fields.update(form)
     fields = {k: v for k, v in fields.items() if v is not None}
-    before = snapshot(svc)
+    before = snapshot()
 
     response = twilio_post("/sms/incoming", **fields)
 
     assert messages(response) == [], what
-    assert snapshot(svc) == before, what
+    assert snapshot() == before, what
 
 
 def test_a_body_of_exactly_1600_characters_is_still_read(svc, text):
     assert messages(text("x" * 1600)) == [HELP_JA]
 
 
-def test_wrong_method_is_refused(client, svc):
-    before = snapshot(svc)
+def test_wrong_method_is_refused(client, svc, snapshot):
+    before = snapshot()
     assert client.get("/sms/incoming").status_code == 405
     assert client.put("/sms/incoming").status_code == 405
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
 def test_unsigned_requests_get_403_and_change_nothing(client, svc):
@@ -302,9 +302,9 @@ def test_the_log_masks_the_sender(svc, text, caplog):
     assert SENDER not in caplog.text
 
 
-def test_without_redis_the_answer_is_an_empty_response(tmp_path, fake_twilio):
+def test_without_redis_the_answer_is_an_empty_response(tmp_path, fake_twilio, content):
     config = make_config(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
-    services = build_services(config)
+    services = build_services(config, **content)
     client = create_app(config, services=services).test_client()
     try:
         for body in ("STOP", "状況", "hello"):

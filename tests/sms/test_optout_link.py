@@ -13,7 +13,6 @@ from ivr import create_app, keys, optout
 from ivr.customer import Customer
 from ivr.services import build_services
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, PUBLIC_BASE_URL, make_config
-from tests.sms import snapshot
 
 PHONE = "+819012345678"
 MASKED = "+81******5678"
@@ -190,9 +189,9 @@ def token() -> str:
     return optout.make_token(CONFIG, PHONE)
 
 
-def test_get_shows_the_page_and_changes_nothing(client, svc, token):
+def test_get_shows_the_page_and_changes_nothing(client, svc, token, snapshot):
     add_customer(svc)
-    before = snapshot(svc)
+    before = snapshot()
 
     for _ in range(3):  # a link scanner, a preview, the customer
         response = client.get(f"/u/{token}")
@@ -206,17 +205,17 @@ def test_get_shows_the_page_and_changes_nothing(client, svc, token):
         assert shown.forms == [{"method": "post", "action": f"/u/{token}?lang=ja"}]
         assert shown.buttons == ["配信を停止する"]
 
-    assert snapshot(svc) == before
+    assert snapshot() == before
     assert not svc.redis.sismember(keys.sms_optout(), PHONE)
 
 
-def test_head_changes_nothing_either(client, svc, token):
-    before = snapshot(svc)
+def test_head_changes_nothing_either(client, svc, token, snapshot):
+    before = snapshot()
     assert client.head(f"/u/{token}").status_code == 200
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
-def test_the_button_opts_out_once_and_confirms(client, svc, token, caplog):
+def test_the_button_opts_out_once_and_confirms(client, svc, token, caplog, snapshot):
     with caplog.at_level(logging.INFO):
         first = client.post(f"/u/{token}")
     assert first.status_code == 200
@@ -226,22 +225,22 @@ def test_the_button_opts_out_once_and_confirms(client, svc, token, caplog):
     assert svc.redis.smembers(keys.sms_optout()) == {PHONE}
     assert token not in caplog.text and PHONE not in caplog.text
 
-    before = snapshot(svc)
+    before = snapshot()
     again = client.post(f"/u/{token}")
     assert again.status_code == 200
     assert page(again).heading == "配信を停止しました"
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
-def test_an_opted_out_number_sees_so_and_can_resume(client, svc, token):
+def test_an_opted_out_number_sees_so_and_can_resume(client, svc, token, snapshot):
     optout.opt_out(svc, PHONE, "sms-keyword")
-    before = snapshot(svc)
+    before = snapshot()
 
     shown = page(client.get(f"/u/{token}"))
     assert shown.heading == "配信は停止されています"
     assert shown.forms == [{"method": "post", "action": f"/u/{token}/resume?lang=ja"}]
     assert shown.buttons == ["配信を再開する"]
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
     resumed = client.post(f"/u/{token}/resume")
     assert resumed.status_code == 200
@@ -274,10 +273,10 @@ def test_the_language_can_be_switched_but_nothing_else_is_reflected(client, svc,
     "/u/{forged}", "/u/{forged}/resume", "/u/" + "a" * 2000, "/u/%3Cscript%3E",
     "/u/{token}x", "/u/{token}%00",
 ])
-def test_a_forged_or_garbled_token_gets_404_and_writes_nothing(client, svc, token, path):
+def test_a_forged_or_garbled_token_gets_404_and_writes_nothing(client, svc, token, path, snapshot):
     forged = token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
     path = path.format(forged=forged, token=token)
-    before = snapshot(svc)
+    before = snapshot()
 
     for method in ("get", "post"):
         if method == "get" and path.endswith("/resume"):
@@ -288,23 +287,23 @@ def test_a_forged_or_garbled_token_gets_404_and_writes_nothing(client, svc, toke
         assert page(response).heading == "このリンクは無効です"
         assert "<script" not in response.get_data(as_text=True)
 
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
 @pytest.mark.parametrize(("method", "path"), [
     ("put", "/u/{token}"), ("delete", "/u/{token}"), ("patch", "/u/{token}"),
     ("get", "/u/{token}/resume"), ("put", "/u/{token}/resume"),
 ])
-def test_wrong_methods_get_405_and_write_nothing(client, svc, token, method, path):
-    before = snapshot(svc)
+def test_wrong_methods_get_405_and_write_nothing(client, svc, token, method, path, snapshot):
+    before = snapshot()
     response = getattr(client, method)(path.format(token=token))
     assert response.status_code == 405
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
-def test_without_redis_the_page_says_try_later(tmp_path, fake_twilio, token):
+def test_without_redis_the_page_says_try_later(tmp_path, fake_twilio, token, content):
     config = make_config(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
-    services = build_services(config)
+    services = build_services(config, **content)
     client = create_app(config, services=services).test_client()
     try:
         for method, path in (("get", f"/u/{token}"), ("post", f"/u/{token}"),

@@ -265,6 +265,7 @@ def test_most_in_window_counts_half_open_windows():
     assert most_in_window([(0, 1), (500_000, 2), (US, 1), (1_400_000, 1)]) == 4
 
 
+@pytest.mark.slow  # two processes and 3 s of wall clock
 def test_two_worker_processes_stay_within_the_limit_in_every_second_at_full_speed(
         redis, redis_server):
     per_second, seconds = 20, 3

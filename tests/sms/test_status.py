@@ -12,8 +12,7 @@ import pytest
 from ivr import create_app, delivery, keys
 from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, START, make_config, parse_twiml, sign
-from tests.sms import new_message_sid, snapshot
-from tests.voice.helpers import add_customer, declare
+from tests.factories import add_customer, declare, new_message_sid
 
 INCIDENT = "INC-20261123-0001"
 PHONE = "+819012345678"
@@ -249,13 +248,13 @@ def test_after_a_30007_the_rest_of_the_fan_out_is_not_sent(admin, svc, fake_twil
     assert not svc.redis.exists(keys.sms_claim(inc["id"], 0, later))
 
 
-def test_an_unknown_message_is_ignored_and_nothing_written(svc, callback):
+def test_an_unknown_message_is_ignored_and_nothing_written(svc, callback, snapshot):
     sent_message(svc)
-    before = snapshot(svc)
+    before = snapshot()
     for status, code in (("delivered", None), ("failed", "21610"), ("undelivered", "30003"),
                          ("undelivered", "30005")):
         callback(new_message_sid(), status, code)
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
 @pytest.mark.parametrize(("what", "form"), [
@@ -266,16 +265,17 @@ def test_an_unknown_message_is_ignored_and_nothing_written(svc, callback):
     ("an unknown status", {"MessageStatus": "exploded"}),
     ("a huge status", {"MessageStatus": "delivered" * 1000}),
 ])
-def test_bad_callbacks_get_an_empty_answer_and_write_nothing(svc, twilio_post, what, form):
+def test_bad_callbacks_get_an_empty_answer_and_write_nothing(
+        svc, twilio_post, what, form, snapshot):
     sid = sent_message(svc)
     fields = {"MessageSid": sid, "MessageStatus": "delivered", "To": PHONE, **form}
     fields = {k: v for k, v in fields.items() if v is not None}
-    before = snapshot(svc)
+    before = snapshot()
 
     response = twilio_post("/sms/status", **fields)
 
     assert list(parse_twiml(response)) == [], what
-    assert snapshot(svc) == before, what
+    assert snapshot() == before, what
 
 
 @pytest.mark.parametrize("code", ["abc", "-1", "1234567", "0", ""])
@@ -288,27 +288,27 @@ def test_a_garbled_error_code_is_ignored_but_the_status_kept(svc, callback, code
     assert counters(svc)["failed"] == 1
 
 
-def test_wrong_method_is_refused(client, svc):
+def test_wrong_method_is_refused(client, svc, snapshot):
     sent_message(svc)
-    before = snapshot(svc)
+    before = snapshot()
     assert client.get("/sms/status").status_code == 405
     assert client.delete("/sms/status").status_code == 405
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
-def test_unsigned_callbacks_get_403_and_change_nothing(client, svc):
+def test_unsigned_callbacks_get_403_and_change_nothing(client, svc, snapshot):
     sid = sent_message(svc)
-    before = snapshot(svc)
+    before = snapshot()
     form = {"MessageSid": sid, "MessageStatus": "failed", "ErrorCode": "21610", "To": PHONE}
     response = client.post("/sms/status", data=form, headers={
         "X-Twilio-Signature": sign(PUBLIC_BASE_URL + "/sms/incoming", form)})
     assert response.status_code == 403
-    assert snapshot(svc) == before
+    assert snapshot() == before
 
 
-def test_without_redis_the_callback_asks_twilio_to_retry(tmp_path, fake_twilio):
+def test_without_redis_the_callback_asks_twilio_to_retry(tmp_path, fake_twilio, content):
     config = make_config(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
-    services = build_services(config)
+    services = build_services(config, **content)
     client = create_app(config, services=services).test_client()
     form = {"MessageSid": new_message_sid(), "MessageStatus": "delivered", "To": PHONE}
     try:

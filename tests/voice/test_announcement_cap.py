@@ -10,7 +10,7 @@ import pytest
 from ivr import create_app
 from ivr.flows import load_flows
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml, sign
-from tests.voice.helpers import declare, new_sid, put_roster, repeat_caller, says, verbs
+from tests.factories import declare, new_sid, put_roster, repeat_caller, says, verbs
 
 TWILIO_MAX = 64 * 1024
 CALLER = "+819012345678"

@@ -15,7 +15,7 @@ from rq.scheduler import RQScheduler
 from ivr import keys
 from ivr import services as services_module
 from tests.conftest import PUBLIC_BASE_URL, forget_worker_services, free_port, parse_twiml, sign
-from tests.voice.helpers import (
+from tests.factories import (
     add_customer,
     declare,
     new_sid,

@@ -8,7 +8,7 @@ import pytest
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml
-from tests.voice.helpers import add_customer, declare, new_sid, says, verbs
+from tests.factories import add_customer, declare, new_sid, says, verbs
 
 AFFECTED = "+819012345678"
 

@@ -13,7 +13,7 @@ import pytest
 from ivr import call as calls
 from ivr import incident, keys
 from ivr.customer import Customer
-from tests.voice.helpers import add_customer, declare, new_sid, put_active
+from tests.factories import add_customer, declare, new_sid, put_active
 
 KNOWN = "+819011110001"
 BARE = "+819011110002"  # a customer with no services and no region

@@ -7,7 +7,7 @@ import pytest
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml
-from tests.voice.helpers import add_customer, declare, new_sid, put_roster, verbs
+from tests.factories import add_customer, declare, new_sid, put_roster, verbs
 
 CALLER = "+819012345678"
 SV = "+819011110001"

@@ -6,7 +6,7 @@ import json
 
 from ivr import keys
 from tests.conftest import PUBLIC_BASE_URL, parse_twiml
-from tests.voice.helpers import add_customer, declare, new_sid, verbs
+from tests.factories import add_customer, declare, new_sid, verbs
 
 HOLD = "https://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
 OPERATOR = "+81312345678"

@@ -11,7 +11,7 @@ import pytest
 from ivr import create_app
 from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, RedisServer, make_config, parse_twiml, sign
-from tests.voice.helpers import new_sid, verbs
+from tests.factories import new_sid, verbs
 
 APOLOGY = ("お電話ありがとうございます。大変申し訳ございません。"
            "ただいまご案内の一部をお伝えできない状態です。"

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from rq import SimpleWorker, Worker
+from rq import Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.scheduler import RQScheduler
@@ -30,84 +28,14 @@ from rq.scheduler import RQScheduler
 from ivr import create_app, keys
 from ivr.config import FROM_ENV
 from ivr.services import Services, build_services
-from tests.conftest import ADMIN_TOKEN, forget_worker_services
-from tests.voice.helpers import add_customer, declare
+from tests.conftest import ADMIN_TOKEN, BurstWorker, forget_worker_services
+from tests.factories import add_customer, declare
+from tests.worker import RqWorker, until
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPIENTS = [f"+8190{5555_0000 + i:08d}" for i in range(60)]
 KILL_AFTER = 15
 MPS = 50.0
-LIMIT = 25.0  # seconds any one wait may take
-
-
-def until(what: str, check: Callable[[], bool], *, limit: float = LIMIT,
-          alive: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if alive is not None and alive.poll() is not None:
-            pytest.fail(f"the rq worker exited ({alive.returncode}) while waiting for {what}:\n"
-                        + (log.read_text(errors="replace")[-4000:] if log else ""))
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} after {limit:.0f}s:\n"
-                        + (log.read_text(errors="replace")[-4000:] if log else ""))
-        time.sleep(0.005)
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process under it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
-
-
-class RqWorker:
-    """`rq worker -w worker.Worker --with-scheduler default sms` in a process group of its own.
-
-    RQ puts each work horse in a process group of its own (os.setpgrp), so killing the worker
-    the way a lost machine would means killing every group under it.
-    """
-
-    def __init__(self, env: dict[str, str], url: str, log: Path) -> None:
-        self.log = log
-        rq = Path(sys.prefix) / "bin" / "rq"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(rq), "worker", "-w", "worker.Worker", "--with-scheduler", "--url", url,
-                 "default", "sms"],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
-
-    def send(self, signum: int) -> None:
-        groups = set()
-        for pid in descendants(self.proc.pid) if signum == signal.SIGKILL else [self.proc.pid]:
-            try:
-                groups.add(os.getpgid(pid))
-            except ProcessLookupError:
-                pass
-        for group in groups:
-            try:
-                os.killpg(group, signum)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, signum: int = signal.SIGKILL) -> None:
-        self.send(signum)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.send(signal.SIGKILL)
-            self.proc.wait(5)
 
 
 class Admin:
@@ -123,7 +51,7 @@ class Admin:
 
 
 @pytest.fixture
-def live(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+def live(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, content: dict[str, Any]
          ) -> Iterator[tuple[Services, dict[str, str]]]:
     """Services on the real clock, and the environment a worker process is configured from."""
     config = {**config, "IVR_SMS_MPS": MPS}
@@ -131,7 +59,7 @@ def live(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     forget_worker_services()
-    services = build_services(config)
+    services = build_services(config, **content)
     services.redis.flushdb()
     services.rq_redis.flushdb()
     yield services, {**os.environ, **env, "IVR_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
@@ -218,7 +146,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
         scheduler.enqueue_scheduled_jobs()
         scheduler.release_locks()
         assert f"sweep-{inc['id']}-0-1" in svc.sms_queue.get_job_ids()
-        SimpleWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
+        BurstWorker([svc.queue, svc.sms_queue], connection=svc.rq_redis).work(burst=True)
 
     sent = fake_twilio.sent_to()
     assert sent == {phone: 1 for phone in RECIPIENTS}

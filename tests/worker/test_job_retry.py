@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from rq import SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from ivr.services import Services
-from tests.voice.helpers import add_customer, declare, new_sid
+from tests.conftest import BurstWorker
+from tests.factories import add_customer, declare, new_sid
 
 JA = "+819012340001"
 EN = "+819012340002"
@@ -24,7 +24,7 @@ def worker_dies_running(svc: Services, job_id: str) -> None:
     later finds it in the started registry past its heartbeat."""
     job = Job.fetch(job_id, connection=svc.rq_redis)
     svc.sms_queue.remove(job)
-    worker = SimpleWorker([svc.sms_queue], connection=svc.rq_redis)
+    worker = BurstWorker([svc.sms_queue], connection=svc.rq_redis)
     worker.prepare_execution(job)
     worker.prepare_job_execution(job)
     far = svc.now().timestamp() + 86400

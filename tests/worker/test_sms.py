@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from ivr import keys
-from tests.conftest import PUBLIC_BASE_URL
-from tests.voice.helpers import add_customer, declare
+from tests.conftest import PUBLIC_BASE_URL, BurstWorker
+from tests.factories import add_customer, declare
 
 JA = "+819012340001"
 EN = "+819012340002"
@@ -554,10 +554,9 @@ def test_resolution_stops_the_clock(admin, customers, svc, fake_twilio, run_jobs
 
 def test_sweep_requeues_a_recipient_whose_batch_was_lost(admin, customers, svc, fake_twilio,
                                                          run_jobs, clock, release_due_jobs):
-    from rq import SimpleWorker
 
     declare(admin)
-    SimpleWorker([svc.sms_queue], connection=svc.rq_redis).work(burst=True, max_jobs=1)
+    BurstWorker([svc.sms_queue], connection=svc.rq_redis).work(burst=True, max_jobs=1)
     assert svc.sms_queue.get_job_ids()  # the fan-out queued its batches…
     svc.sms_queue.empty()  # …and they are lost (say, out of retries)
     assert fake_twilio.messages == []

@@ -8,8 +8,10 @@ to whatever serves PUBLIC_BASE_URL, so it exercises the signature check, the Twi
 exactly as a real call does. `ivr call` and `ivr sms` (ivr/cli.py) are its command line.
 
 What it does not simulate: audio, barge-in, the other side of a <Dial> (the simulator stops
-when the caller is joined to a conference or left waiting in a queue), and Twilio's own
-retries. Everything is bounded (MAX_TURNS webhooks, HTTP_TIMEOUT per request).
+when the caller is joined to a conference or left waiting in a queue; with `stay` it holds
+the line a while and shows what the REST stand-in, ivr.dev.rest, was asked meanwhile, such
+as the SV being rung), and Twilio's own retries. Everything is bounded (MAX_TURNS
+webhooks, HTTP_TIMEOUT per request).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Literal
 from urllib.parse import urlencode, urljoin
 
 from twilio.request_validator import RequestValidator
+
+from ivr.dev.rest import JOURNAL_ENV, follow, journal_size
 
 MAX_TURNS = 20
 HTTP_TIMEOUT = 10.0
@@ -71,7 +75,7 @@ class Printer:
         icons = {"CALL": "📞", "TURN": "──", "SAY": "🔊", "PLAY": "🎵", "PAUSE": "⏸ ",
                  "GATHER": "👂", "CALLER": "🗣 ", "QUEUE": "⏳", "CONFERENCE": "🎧",
                  "DIAL": "☎️ ", "HANGUP": "📴", "END": "🏁", "MESSAGE": "💬", "SMS": "✉️ ",
-                 "ERROR": "⚠️ ", "NOTE": "· "}
+                 "ERROR": "⚠️ ", "NOTE": "· ", "REST": "🛰 "}
         text = text.replace("\n", "\n    ")  # a multi-line SMS stays under its marker
         line = f"{icons.get(kind, kind)} {text}" if self.fancy else f"{kind}: {text}"
         self.lines.append(line)
@@ -191,10 +195,16 @@ class Phone:
     # -- a call ----------------------------------------------------------------------------
 
     def call(self, script: Iterable[Input] = (), *, ask: Ask | None = None,
-             path: str = "/voice/incoming", hang_up: bool = True) -> CallResult:
+             path: str = "/voice/incoming", hang_up: bool = True, stay: float = 0.0,
+             journal: str | None = None, pause: Callable[[float], None] = time.sleep
+             ) -> CallResult:
         """Ring the instance and follow its TwiML until the caller is connected, queued or
         hung up; then send the `completed` status callback (unless not `hang_up`, which
         leaves the call live in the instance, e.g. waiting for an operator).
+
+        `stay`: seconds to hold the line once in a conference or a queue before hanging up,
+        printing each line the REST stand-in appends to `journal` from the call's start
+        (REST: ...); `pause` is how it waits (tests pass one that runs the jobs).
 
         Scripted inputs are used, in order, by the <Gather>s that accept them; with none
         left, `ask` is asked (interactive use), else the gather times out (silence).
@@ -202,6 +212,7 @@ class Phone:
         self.call_sid = "CA" + secrets.token_hex(16)
         self.turns = 0
         pending = deque(script)
+        journal_start = journal_size(journal)
         started = time.monotonic()
         self.out("CALL", f"from {self.from_} to {self.to} call_sid={self.call_sid}")
         outcome = "hangup"
@@ -218,6 +229,8 @@ class Phone:
             outcome = "error"
         if outcome == "max-turns":
             self.out("NOTE", f"stopped after {self.max_turns} webhooks")
+        if stay > 0 and outcome in ("conference", "queue"):
+            self._stay(stay, journal, journal_start, pause)
         if hang_up:
             duration = str(max(1, round(time.monotonic() - started)))
             try:
@@ -230,6 +243,18 @@ class Phone:
         else:
             self.out("END", "left the call open (no status callback)")
         return CallResult(self.call_sid, outcome, self.turns, self.out.transcript)
+
+    def _stay(self, seconds: float, journal: str | None, start: int,
+              pause: Callable[[float], None]) -> None:
+        self.out("NOTE", f"staying on the line for {seconds:g} s")
+        if not journal:
+            self.out("NOTE", f"{JOURNAL_ENV} is not set, so what the REST stand-in does is "
+                             "not shown (source .run/dev.env)")
+            pause(seconds)
+            return
+        if not follow(journal, start, seconds, lambda line: self.out("REST", line),
+                      pause=pause):
+            self.out("NOTE", "the REST stand-in was asked nothing meanwhile")
 
     def _walk(self, root: ET.Element, url: str, pending: deque[Input], ask: Ask | None
               ) -> tuple[str, dict[str, str]]:

@@ -4,7 +4,9 @@
 SMS and SV calls fail and a local incident cannot be followed end to end. With
 TWILIO_API_BASE_URL set to the literal "console", `build_services` gives the Twilio client
 this http client instead: nothing leaves the machine, and the log says what would have been
-sent (method, resource, masked To, body length), never a body or a whole number.
+sent (method, resource, masked To, body length), never a body or a whole number. With
+IVR_DEV_REST_LOG naming a file (scripts/dev sets .run/rest.log), the same lines are appended
+there too, one per request, so another process (`ivr call --stay`) can show them.
 
 It is a `TwilioHttpClient`, so everything above it (the twilio library's request building,
 JSON parsing, `TwilioRestException` on an error status) runs exactly as in production.
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
 import secrets
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CONSOLE = "console"
 """The TWILIO_API_BASE_URL value that selects this backend."""
+JOURNAL_ENV = "IVR_DEV_REST_LOG"
+"""The environment variable naming the file every handled request is appended to."""
 REMEMBERED = 200
 """Messages kept in memory for `messages.list` (per process: an RQ work horse starts empty)."""
 
@@ -58,10 +65,23 @@ class ConsoleHttpClient(TwilioHttpClient):
     calls(sid).update/fetch) from memory and log them; anything else is a Twilio-style 404,
     so a new use of the API shows up as an error rather than silently "working"."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: str | None = None) -> None:
         super().__init__(pool_connections=False, timeout=5.0)
         self._sent: deque[dict[str, Any]] = deque(maxlen=REMEMBERED)
         self._lock = threading.Lock()
+        self.journal = journal if journal is not None else os.environ.get(JOURNAL_ENV) or None
+
+    def _note(self, message: str, *args: object, level: int = logging.INFO) -> None:
+        """Log one handled request, and append it to the journal file when there is one
+        (masked like the log: the line is the log line)."""
+        log.log(level, message, *args)
+        if self.journal:
+            line = (message % args if args else message).replace("\n", " ")
+            try:
+                with open(self.journal, "a", encoding="utf-8") as journal:
+                    journal.write(line + "\n")  # one write() of a short line: not interleaved
+            except OSError as e:
+                log.warning("console twilio: cannot append to %s (%s)", self.journal, e)
 
     def request(
         self,
@@ -111,16 +131,16 @@ class ConsoleHttpClient(TwilioHttpClient):
         }
         with self._lock:
             self._sent.append(record)
-        log.info("console twilio: POST Messages to=%s body_chars=%s message_sid=%s",
-                 mask(to), len(body), sid)
+        self._note("console twilio: POST Messages to=%s body_chars=%s message_sid=%s",
+                   mask(to), len(body), sid)
         return _json(201, record)
 
     def _list_messages(self, params: Mapping[str, object] | None) -> Response:
         to = _one(params, "To")
         with self._lock:
             found = [m for m in reversed(self._sent) if not to or m["to"] == to]
-        log.info("console twilio: GET Messages to=%s found=%s", mask(to) if to else "*",
-                 len(found))
+        self._note("console twilio: GET Messages to=%s found=%s", mask(to) if to else "*",
+                   len(found))
         return _json(200, {"messages": found, "end": max(len(found) - 1, 0), "start": 0,
                            "page": 0, "page_size": 50, "next_page_uri": None,
                            "previous_page_uri": None, "uri": "/Messages.json"})
@@ -128,7 +148,7 @@ class ConsoleHttpClient(TwilioHttpClient):
     def _fetch_message(self, sid: str) -> Response:
         with self._lock:
             found = next((m for m in self._sent if m["sid"] == sid), None)
-        log.info("console twilio: GET Messages/%s found=%s", sid, found is not None)
+        self._note("console twilio: GET Messages/%s found=%s", sid, found is not None)
         if found is None:
             return _error(404, 20404, f"The requested resource {sid} was not found")
         return _json(200, found)
@@ -140,8 +160,8 @@ class ConsoleHttpClient(TwilioHttpClient):
         # which is what a developer following the log needs; no number is in it.
         target = urlsplit(_one(data, "Url"))
         where = target.path + (f"?{target.query}" if target.query else "")
-        log.info("console twilio: POST Calls to=%s url=%s call_sid=%s (nobody will answer: "
-                 "drive that leg with `ivr call --path`)", mask(to), where or "-", sid)
+        self._note("console twilio: POST Calls to=%s url=%s call_sid=%s (nobody will answer: "
+                   "drive that leg with `ivr call --path`)", mask(to), where or "-", sid)
         return _json(201, {"sid": sid, "account_sid": account, "to": to,
                            "from": _one(data, "From"), "status": "queued",
                            "direction": "outbound-api", "api_version": "2010-04-01",
@@ -154,16 +174,16 @@ class ConsoleHttpClient(TwilioHttpClient):
             target = urlsplit(_one(data, "Url"))
             query = f"?{target.query}" if target.query else ""
             change = f"url={target.path}{query}" if target.path else f"status={status}"
-            log.info("console twilio: POST Calls/%s %s call_sid=%s", sid, change, sid)
+            self._note("console twilio: POST Calls/%s %s call_sid=%s", sid, change, sid)
         else:
-            log.info("console twilio: GET Calls/%s call_sid=%s", sid, sid)
+            self._note("console twilio: GET Calls/%s call_sid=%s", sid, sid)
         return _json(200, {"sid": sid, "account_sid": account, "status": status,
                            "api_version": "2010-04-01"})
 
     def _not_found(self, method: str, path: str) -> Response:
-        log.warning("console twilio: %s %s is not simulated; answering 404", method,
-                    _ACCOUNT.sub("AC…", path))
-        return _error(404, 20404, "The console backend does not simulate this resource")
+        self._note("console twilio: %s %s is not simulated; answering 404", method,
+                   _ACCOUNT.sub("AC…", path), level=logging.WARNING)
+        return _error(404, 20404, "The local REST stand-in does not simulate this resource")
 
 
 def _json(status: int, payload: Mapping[str, Any]) -> Response:
@@ -173,3 +193,39 @@ def _json(status: int, payload: Mapping[str, Any]) -> Response:
 def _error(status: int, code: int, message: str) -> Response:
     return _json(status, {"code": code, "message": message, "status": status,
                           "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+
+
+def journal_size(path: str | None) -> int:
+    """Where the journal ends now (0 when there is none yet): `follow` starts there."""
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def follow(path: str, start: int, seconds: float, write: Callable[[str], None], *,
+           pause: Callable[[float], None] = time.sleep, interval: float = 0.5) -> int:
+    """Write the journal lines appended after byte `start`: those already there, then new
+    ones for `seconds` (polled every `interval`, a bounded number of times, so a frozen
+    clock cannot make it spin). Returns how many lines were written."""
+    position, written = start, 0
+
+    def drain() -> None:
+        nonlocal position, written
+        try:
+            with open(path, "rb") as journal:
+                journal.seek(position)
+                chunk = journal.read()
+        except OSError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        position += len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            write(line)
+            written += 1
+
+    drain()
+    for _ in range(max(1, math.ceil(seconds / interval))):
+        pause(interval)
+        drain()
+    return written

@@ -1,4 +1,6 @@
-"""Shared set-up for voice tests: incidents, customers and call ids."""
+"""Test data every package of tests builds: incidents, customers, rosters, Twilio ids,
+and small readers of parsed TwiML. One place, so a new test file imports from here rather
+than from another package's tests."""
 
 from __future__ import annotations
 
@@ -7,11 +9,18 @@ from typing import Any
 
 from ivr import keys
 
-_sids = itertools.count(1)
+_call_sids = itertools.count(1)
+_message_sids = itertools.count(1)
 
 
 def new_sid() -> str:
-    return f"CA{next(_sids):032x}"
+    """A fresh Twilio call SID (CA + 32 hex), unique in the session."""
+    return f"CA{next(_call_sids):032x}"
+
+
+def new_message_sid() -> str:
+    """A fresh Twilio message SID (SM + 32 hex), unique in the session."""
+    return f"SM{next(_message_sids):032x}"
 
 
 def declare(admin: Any, **fields: Any) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from werkzeug.serving import make_server
 
 from ivr import create_app, keys
 from ivr.cli import cli
-from ivr.console_backend import CONSOLE
+from ivr.dev.phone import Input, Phone, Printer
+from ivr.dev.rest import CONSOLE
 from ivr.services import Services, twilio_client
-from ivr.simulator import Input, Phone, Printer
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
 
 CALLER = "+819012345678"
@@ -239,13 +239,13 @@ def test_max_turns_bounds_a_loop(live, incident):
 
 # -- the console Twilio backend ------------------------------------------------------------
 
-def test_console_backend_answers_with_sids_and_logs_masked(caplog):
+def test_rest_standin_answers_with_sids_and_logs_masked(caplog):
     client = twilio_client({"TWILIO_API_BASE_URL": CONSOLE,
                             "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
                             "TWILIO_AUTH_TOKEN": "secret-token"})
     body = "障害のお知らせ：メールサービスが停止しています。"
 
-    with caplog.at_level(logging.INFO, logger="ivr.console_backend"):
+    with caplog.at_level(logging.INFO, logger="ivr.dev.rest"):
         message = client.messages.create(to=CALLER, from_="+815012345678", body=body)
         leg = client.calls.create(to="+819011110001", from_="+815012345678",
                                   url="https://ivr.example.test/voice/sv-whisper?call=CA1&"
@@ -270,7 +270,7 @@ def test_console_backend_answers_with_sids_and_logs_masked(caplog):
         assert secret not in logged
 
 
-def test_console_backend_refuses_what_it_does_not_simulate(caplog):
+def test_rest_standin_refuses_what_it_does_not_simulate(caplog):
     from twilio.base.exceptions import TwilioRestException
 
     client = twilio_client({"TWILIO_API_BASE_URL": CONSOLE,
@@ -278,3 +278,39 @@ def test_console_backend_refuses_what_it_does_not_simulate(caplog):
     with pytest.raises(TwilioRestException) as raised:
         client.queues.create(friendly_name="support")
     assert raised.value.status == 404
+
+
+def test_staying_on_the_line_shows_the_sv_being_rung(live, incident, roster, svc, run_jobs,
+                                                     monkeypatch, tmp_path):
+    journal = tmp_path / "rest.log"
+    # the worker's Twilio client is the REST stand-in, writing its journal (as scripts/dev)
+    monkeypatch.setenv("TWILIO_API_BASE_URL", CONSOLE)
+    monkeypatch.setenv("IVR_DEV_REST_LOG", str(journal))
+    waited: list[float] = []
+
+    def pause(seconds: float) -> None:  # what the worker does while the caller holds
+        waited.append(seconds)
+        run_jobs()
+
+    out = Printer(write=lambda line: None)
+    phone = Phone(live.url, AUTH_TOKEN, CALLER, printer=out)
+    result = phone.call([Input("speech", "責任者を出してください")], stay=2,
+                        journal=str(journal), pause=pause)
+
+    assert result.outcome == "conference"
+    assert sum(waited) == 2
+    lines = out.lines
+    rest = [line for line in lines if line.startswith("REST: ")]
+    assert any(line.startswith("REST: console twilio: POST Calls to=+81******0001 "
+                               f"url=/voice/sv-whisper?call={result.call_sid}") for line in rest)
+    assert "+819011110001" not in "\n".join(lines)
+    assert lines.index("NOTE: staying on the line for 2 s") < lines.index(rest[0])
+    assert lines[-1] == "END: hung up; status callback completed -> HTTP 200"
+
+
+def test_staying_without_a_journal_says_so(live, incident, roster):
+    result = ivr(live, "call", "--from", CALLER, "--say", "責任者を出してください",
+                 "--stay", "0.01")
+
+    assert result.exit_code == 0, result.output
+    assert "NOTE: IVR_DEV_REST_LOG is not set" in result.output
