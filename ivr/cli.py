@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -55,7 +55,7 @@ SAMPLE: dict[str, Any] = {
     "why": {"trigger": "repeat", "reason": "repeat", "note": "二度目の折り返しです"},
     "incident_start": datetime(2026, 11, 23, 10, 0, tzinfo=TOKYO),
     "first_call": datetime(2026, 11, 23, 10, 5, tzinfo=TOKYO),
-    "window_hours": 24, "others": 17, "more_key": "8",
+    "window_hours": 24, "today": date(2026, 11, 23), "others": 17, "more_key": "8",
 }
 # The same names with nothing known: the quiet branches ("確認中", no position, no name).
 EMPTY: dict[str, Any] = {
@@ -65,7 +65,8 @@ EMPTY: dict[str, Any] = {
                              "title", "optout_url")},
     "tags": [], "intent": [], "waited_minutes": 0, "offer_sms": False, "auto": True,
     "incident": False,
-    "due": SAMPLE["due"], "minutes": 1, "window_hours": 24, "others": 1, "more_key": "",
+    "due": SAMPLE["due"], "minutes": 1, "window_hours": 24, "today": SAMPLE["today"],
+    "others": 1, "more_key": "",
     "who": {"name": "", "tier": "", "registered": False, "call_number": 1},
     "what": {"transcript": "", "intent": [], "purpose": ""},
     "where": {"line": "", "services": []},
@@ -154,6 +155,7 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
         lexicon = load_lexicon(flows_dir / "intents.yaml")
         hints = sum(len(lexicon.hints(lang)) for lang in LANGS)
         echo(f"intents  OK    {flows_dir / 'intents.yaml'} ({hints} speech hints)", False)
+        problems += _check_corpus(lexicon, echo)
     except FlowError as e:
         problems += 1
         echo(f"intents  FAIL  {e}", True)
@@ -189,6 +191,31 @@ def run_check(flows_dir: Path, prompts_dir: Path, echo: Callable[[str, bool], No
         echo(f"prompts  OK    {prompts_dir} ({len(prompts.names())} templates × "
              f"{', '.join(LANGS)}, {rendered} renders)", False)
     return problems + failed
+
+
+def _check_corpus(lexicon: Any, echo: Callable[[str, bool], None]) -> int:
+    """Score the lexicon on tests/intents/corpus.yaml: the held-out test set's figures
+    against the targets (a miss of one is a problem), then the tune set's, with the
+    utterances it labels wrongly (the test set's are not shown: it is not tuned on)."""
+    from ivr.intent_eval import CORPUS, load_corpus, score
+
+    if not CORPUS.is_file():
+        echo(f"intents  warn  {CORPUS} is missing: precision and recall not measured", False)
+        return 0
+    corpus = load_corpus()
+    test = score(lexicon, corpus["test"], "test")
+    below = test.below_target()
+    echo(f"intents  {'FAIL' if below else 'OK  '}  test set, {test.total} held out: "
+         f"{test.summary()}", bool(below))
+    for line in below:
+        echo(f"intents  FAIL  test set below target: {line} (ivr/intent_eval.py TARGETS)",
+             True)
+    tune = score(lexicon, corpus["tune"], "tune")
+    echo(f"intents  OK    tune set, {tune.total}: {tune.summary()}; "
+         f"{tune.total - len(tune.misses)} labelled exactly right", False)
+    for line in tune.misses:
+        echo(f"intents  miss {line.strip()}", False)
+    return len(below)
 
 
 @cli.command("check", with_appcontext=False)

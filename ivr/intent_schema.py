@@ -40,8 +40,27 @@ _LABEL = {
         "phrases": _by_lang(_PHRASE, "phrases"),
         "exclude": _by_lang(_PHRASE, "phrases that mean something else"),
         "hints": _by_lang(_HINT, "plain phrases for Twilio's speech hints"),
+        "structure": {
+            "type": "object", "required": ["window", "alone", "roles", "requests"],
+            "additionalProperties": False,
+            "properties": {
+                "window": {
+                    "type": "object", "required": list(LANGS), "additionalProperties": False,
+                    "properties": {lang: {"type": "integer", "minimum": 0, "maximum": 60,
+                                          "description": "a whole number from 0 to 60"}
+                                   for lang in LANGS},
+                    "description": "ja: and en:, each the most characters between a role "
+                                   "and a request",
+                },
+                "alone": {"type": "integer", "minimum": 0, "maximum": 20,
+                          "description": "a whole number from 0 to 20"},
+                "roles": _by_lang(_PHRASE, "phrases naming a person or role"),
+                "requests": _by_lang(_PHRASE, "phrases asking for a transfer or a person"),
+            },
+            "description": "window, alone, roles and requests",
+        },
     },
-    "description": "negatable, phrases, and optionally exclude and hints",
+    "description": "negatable, phrases, and optionally exclude, hints and structure",
 }
 
 SCHEMA: dict[str, Any] = {

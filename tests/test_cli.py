@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,27 @@ def test_check_passes_on_the_shipped_files_without_redis_or_twilio():
     lines = result.output.splitlines()
     assert lines[0] == f"flows    OK    {IVR_FLOWS_DIR} (call, escalation, incidents, sms, intents)"
     assert lines[1].startswith(f"intents  OK    {IVR_FLOWS_DIR}/intents.yaml (")
-    assert lines[2].startswith(f"prompts  OK    {IVR_PROMPTS_DIR} (")
-    assert "× ja, en" in lines[2]
+    assert lines[2].startswith("intents  OK    test set, ")
+    assert re.search(r"held out: manager P 1?\.\d{3} R 1?\.\d{3}, money P", lines[2])
+    assert lines[3].startswith("intents  OK    tune set, ")
+    assert lines[-2].startswith(f"prompts  OK    {IVR_PROMPTS_DIR} (")
+    assert "× ja, en" in lines[-2]
     assert lines[-1] == "OK"
+
+
+def test_check_fails_when_an_edit_drops_the_test_set_below_target(tmp_path):
+    """An ops edit that loses manager requests is caught before it is deployed: the test
+    set's figures fall below the targets and check names them."""
+    flows, _ = broken_copy(tmp_path, "intents.yaml",
+                           "          - (代わ|替わ|変わ|かわ|換わ)(って|れ)",
+                           "          - (代わりません)")
+
+    result = run("check", env={"IVR_FLOWS_DIR": str(flows)})
+
+    assert result.exit_code == 1
+    assert "intents  FAIL  test set, " in result.output
+    assert "intents  FAIL  test set below target: manager recall 0." in result.output
+    assert result.output.splitlines()[-1] == "FAILED: 1 problem"
 
 
 def broken_copy(tmp_path: Path, name: str, old: str, new: str) -> tuple[Path, int]:

@@ -61,6 +61,28 @@ def test_every_template_renders_with_empty_values(name):
         assert "\n" not in SHIPPED.render(name, lang, **empty)
 
 
+CUSHION = {"ja": ("ご不快な思いをさせてしまい、誠に申し訳ございません。",
+                  "何度もお電話をいただき、大変申し訳ございません。",
+                  "責任者におつなぎいたします。少々お待ちいただけますでしょうか。"),
+           "en": ("We are truly sorry for the frustration we have caused you.",
+                  "We are very sorry you have had to call us again.",
+                  "A supervisor will take your call. Could you hold for a moment, please?")}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_cushion_apologises_first_to_a_caller_who_asked_or_was_angry(lang):
+    """The guidance's Q2: a manager request or anger gets the apology before the transfer
+    sentence; a repeat caller the repeat apology; an operator's escalation neither."""
+    apology, repeat, transfer = CUSHION[lang]
+    space = " " if lang == "en" else ""
+    for trigger in ("manager", "anger"):
+        assert SHIPPED.render("transfer_cushion", lang, trigger=trigger) == (
+            apology + space + transfer)
+    assert SHIPPED.render("transfer_cushion", lang, trigger="repeat") == (
+        repeat + space + transfer)
+    assert SHIPPED.render("transfer_cushion", lang, trigger="operator") == transfer
+
+
 def test_announcement_speaks_local_times_and_folds_lines():
     ja = SHIPPED.render("announcement", "ja", **SAMPLE)
     en = SHIPPED.render("announcement", "en", **{**SAMPLE, "text": "Mail is down.\nSorry."})

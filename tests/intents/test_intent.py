@@ -3,10 +3,10 @@ Twilio hints, and a broken flows/intents.yaml stopping the start with file, line
 
 from __future__ import annotations
 
+import re
 import shutil
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import FrozenInstanceError
 from pathlib import Path
-from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -23,14 +23,14 @@ from ivr.intent import (
     load_lexicon,
     normalise,
 )
+from ivr.intent_eval import CORPUS, SETS, load_corpus, score
 
 SHIPPED = Path(IVR_FLOWS_DIR) / "intents.yaml"
-CORPUS = Path(__file__).with_name("corpus.yaml")
-# section of corpus.yaml -> the fewest entries it must hold
-SECTIONS = {"manager": 40, "not_manager": 30, "money": 20, "technical": 20, "anger": 15,
-            "neither": 30, "unseen": 0}
-MIN_PRECISION = {"manager": 0.97}
-MIN_SCORE = 0.95
+# section of each set of corpus.yaml -> the fewest entries it must hold
+SECTIONS = {"manager": 40, "not_manager": 30, "money": 15, "technical": 15, "anger": 15,
+            "neither": 20}
+# The tune set is what the rules were changed against: it must stay near perfect.
+TUNE_FLOOR = 0.95
 
 
 @pytest.fixture(scope="module")
@@ -38,107 +38,56 @@ def lexicon() -> Lexicon:
     return load_lexicon(SHIPPED)
 
 
-def load_corpus() -> dict[str, list[dict[str, Any]]]:
-    return yaml.safe_load(CORPUS.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
-
-def all_entries() -> list[dict[str, Any]]:
-    return [entry for entries in load_corpus().values() for entry in entries]
+def is_japanese(text: str) -> bool:
+    return bool(re.search(r"[^\x00-\x7f]", text))
 
 
 # --- the corpus itself ------------------------------------------------------------------
 
 
 def test_the_corpus_is_big_enough_and_well_formed():
+    raw = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
+    assert set(raw) == set(SETS)
+    for name in SETS:
+        assert set(SECTIONS) <= set(raw[name]), name
+        for section, least in SECTIONS.items():
+            assert len(raw[name][section]) >= least, (name, section)
     corpus = load_corpus()
-    assert set(corpus) == set(SECTIONS)
-    for section, least in SECTIONS.items():
-        assert len(corpus[section]) >= least, section
-    entries = all_entries()
-    assert len(entries) >= 170
+    entries = [e for name in SETS for e in corpus[name]]
+    assert len(entries) >= 600
+    assert sum(is_japanese(e["text"]) for e in entries) >= 400
+    assert sum(not is_japanese(e["text"]) for e in entries) >= 200
     for entry in entries:
         assert set(entry) <= {"text", "labels", "why"}, entry
         assert isinstance(entry["text"], str), entry
         assert set(entry["labels"]) <= set(LABELS), f"unknown label in {entry}"
     texts = [entry["text"] for entry in entries]
     assert len(texts) == len(set(texts)), "an utterance is in the corpus twice"
-
-    def count(label: str) -> int:
-        return sum(label in entry["labels"] for entry in entries)
-
-    assert count("manager") >= 40
-    assert count("money") >= 20
-    assert count("technical") >= 20
-    assert count("anger") >= 15
-    assert sum(not entry["labels"] for entry in entries) >= 30
-    assert sum("manager" not in e["labels"] for e in corpus["not_manager"]) >= 30
+    test = corpus["test"]
+    assert sum("manager" in e["labels"] for e in test) >= 60
+    assert sum("manager" not in e["labels"] for e in test) >= 100
+    for label in ("money", "technical", "anger"):
+        assert sum(label in e["labels"] for e in test) >= 15, label
 
 
 # --- precision and recall ---------------------------------------------------------------
 
 
-class Classifier(Protocol):
-    def classify(self, text: str, digits: str = "") -> Intent: ...
+def test_the_test_set_meets_the_targets(lexicon):
+    """The held-out set: manager precision and recall at 0.95, the other labels no worse
+    than the lexicon before the structure rule scored on the same set."""
+    result = score(lexicon, load_corpus()["test"], "test")
+    print("\n" + result.table(misses=False))
+    assert not result.below_target(), "; ".join(result.below_target())
 
 
-@dataclass(frozen=True)
-class Score:
-    label: str
-    support: int
-    tp: int
-    fp: int
-    fn: int
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
-
-
-def score(lexicon: Classifier) -> tuple[list[Score], list[str]]:
-    """Per-label scores over the corpus, and one line per utterance labelled wrongly."""
-    counts = {label: [0, 0, 0, 0] for label in LABELS}  # support, tp, fp, fn
-    misses = []
-    for entry in all_entries():
-        want = frozenset(entry["labels"])
-        got = lexicon.classify(entry["text"])
-        for label in LABELS:
-            c = counts[label]
-            c[0] += label in want
-            c[1] += label in want and label in got.labels
-            c[2] += label not in want and label in got.labels
-            c[3] += label in want and label not in got.labels
-        if got.labels != want:
-            misses.append(f"  {entry['text']!r}: want {sorted(want)}, got "
-                          f"{sorted(got.labels)} {list(got.matched)}")
-    return [Score(label, *counts[label]) for label in LABELS], misses
-
-
-def report(scores: list[Score], misses: list[str]) -> str:
-    rows = [f"{'label':<10} {'support':>7} {'tp':>4} {'fp':>4} {'fn':>4} "
-            f"{'precision':>9} {'recall':>7}"]
-    rows += [f"{s.label:<10} {s.support:>7} {s.tp:>4} {s.fp:>4} {s.fn:>4} "
-             f"{s.precision:>9.3f} {s.recall:>7.3f}" for s in scores]
-    total = len(all_entries())
-    rows.append(f"{total - len(misses)}/{total} utterances labelled exactly right")
-    if misses:
-        rows.append("labelled wrongly:")
-        rows += misses
-    return "\n".join(rows)
-
-
-def test_precision_and_recall_on_the_corpus(lexicon):
-    scores, misses = score(lexicon)
-    table = report(scores, misses)
+def test_the_tune_set_stays_near_perfect(lexicon):
+    result = score(lexicon, load_corpus()["tune"], "tune")
+    table = result.table()
     print("\n" + table)
-
-    low = [f"{s.label} precision {s.precision:.3f} < {MIN_PRECISION.get(s.label, MIN_SCORE)}"
-           for s in scores if s.precision < MIN_PRECISION.get(s.label, MIN_SCORE)]
-    low += [f"{s.label} recall {s.recall:.3f} < {MIN_SCORE}"
-            for s in scores if s.recall < MIN_SCORE]
+    low = [f"{s.label} {kind} {value:.3f} < {TUNE_FLOOR}" for s in result.scores
+           for kind, value in (("precision", s.precision), ("recall", s.recall))
+           if value < TUNE_FLOOR]
     assert not low, "; ".join(low) + "\n" + table
 
 
@@ -156,14 +105,31 @@ class Deaf:
         return NO_INTENT
 
 
-def test_the_scores_can_fail():
-    """The thresholds above are not vacuous: labelling nothing, or everything, fails them."""
-    deaf, _ = score(Deaf())
-    assert all(s.recall == 0.0 for s in deaf)
-    shouting, misses = score(Shouting())
-    assert all(s.recall == 1.0 and s.precision < MIN_SCORE for s in shouting)
-    assert len(misses) == len(all_entries()) - sum(
-        set(e["labels"]) == set(LABELS) for e in all_entries())
+class Yesterday:
+    """The lexicon as it was before the structure rule: it misses a third of the test
+    set's manager requests, which the targets must catch."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self.lexicon = lexicon
+
+    def classify(self, text: str, digits: str = "") -> Intent:
+        intent = self.lexicon.classify(text)
+        if "manager" in intent.labels and not re.search(
+                "責任者|上の人|上長|上司|マネ|スーパーバイザ|manager|supervisor", text.lower()):
+            return Intent(labels=intent.labels - {"manager"})
+        return intent
+
+
+def test_the_targets_can_fail(lexicon):
+    """Labelling nothing, everything, or only the role words listed before fails them."""
+    test = load_corpus()["test"]
+    deaf = score(Deaf(), test, "test")
+    assert all(s.recall == 0.0 for s in deaf.scores) and deaf.below_target()
+    shouting = score(Shouting(), test, "test")
+    assert all(s.recall == 1.0 for s in shouting.scores)
+    assert {line.split()[0] for line in shouting.below_target()} == set(LABELS)
+    assert len(shouting.misses) == len(test)
+    assert "manager recall" in " ".join(score(Yesterday(lexicon), test, "test").below_target())
 
 
 # --- tricky cases, one by one -----------------------------------------------------------
@@ -223,12 +189,52 @@ TRICKY = {
     "折り返し": ("折り返し電話をください", set()),
     "reaching this line is not technical": ("何回電話してもつながらない", {ANGER}),
     "silence": ("", set()),
+    # the issue's examples: role words never listed before, authority, polite wrappers
+    "権限のある方": ("もっと権限のある方はいらっしゃいませんか", {M}),
+    "店長さん": ("店長さんに代わってもらえる？", {M}),
+    "上席": ("上席の方にお繋ぎいただけますでしょうか", {M}),
+    "リーダー": ("リーダーの方に代わってもらえますか", {M}),
+    "管理者の方": ("管理者の方をお願いします", {M}),
+    "決定権": ("決定権のある人と話したい", {M}),
+    "話のわかる人": ("話のわかる人に代わって", {M}),
+    "上の立場の方": ("上の立場の方とお話しできますか", {M}),
+    "inverted order": ("代わってください、責任者に", {M}),
+    "a filler and ASR spacing": ("えーと あの 上席の 方に かわって もらえ ますか", {M}),
+    "someone with more authority": ("could someone with more authority take this call", {M}),
+    "put … on": ("put your manager on the phone", {M}),
+    "connect me": ("connect me to a supervisor please", {M}),
+    # what is not ours
+    "the caller's own boss": ("上司には私から報告しておきます", set()),
+    "the caller's own 店長": ("うちの店長がそちらに電話しろって言うので", set()),
+    "a statement about someone": ("さっき責任者の方と話しました", set()),
+    "someone else talked": ("主人が責任者と話したと言っていました", set()),
+    "a product name": ("接続マネージャーが起動しない", {TECH}),
+    "a card reader": ("カードリーダーが反応しません", {TECH}),
+    "a system message": ("管理者に連絡してくださいというエラーが出る", {TECH}),
+    "declined after the request": ("上の方に代わってもらわなくても大丈夫です", set()),
+    "declined with わけじゃない": ("別に偉い人と話したいわけじゃないんです", set()),
+    "don't transfer me": ("please dont transfer me to a supervisor", set()),
+    "my manager talked": ("i will talk to my manager and call back", set()),
+    "another operator": ("別の担当の方に代わってもらえますか", set()),
+    "a person, not a manager": ("can i talk to a person", set()),
 }
 
 
 @pytest.mark.parametrize("text, labels", TRICKY.values(), ids=TRICKY.keys())
 def test_tricky_cases(lexicon, text, labels):
     assert lexicon.classify(text).labels == labels
+
+
+def test_a_role_and_a_request_must_be_close(lexicon):
+    """The structure rule's window (12 characters in Japanese, 24 in English) and `alone`:
+    a role with nothing else said is a request, a role far from any request is not."""
+    assert lexicon.classify("上席の方に" + "あ" * 7 + "代わって").wants_manager
+    assert not lexicon.classify("上席の方に" + "あ" * 13 + "代わって").wants_manager
+    assert lexicon.classify("speak to" + " x" * 8 + " supervisor").wants_manager
+    assert not lexicon.classify("speak to" + " x" * 12 + " supervisor").wants_manager
+    assert lexicon.classify("上席").wants_manager
+    assert lexicon.classify("上席さん").wants_manager
+    assert not lexicon.classify("上席の話ですけど").wants_manager
 
 
 def test_digits_never_make_a_label(lexicon):
@@ -240,8 +246,9 @@ def test_digits_never_make_a_label(lexicon):
 
 def test_matched_names_the_phrases_that_fired(lexicon):
     intent = lexicon.classify("責任者を出せ、返金しろ")
-    assert intent.matched == ("責任者", "返金", "出せ")
-    assert lexicon.classify("マネジャーと話したい").matched == ("マネージャ",)
+    assert intent.matched == ("責任者", "出せ", "返金")
+    assert lexicon.classify("マネジャーと話したい").matched == ("マネージャ", "話したい")
+    assert lexicon.classify("supervisor").matched == ("supervisor",)
     assert lexicon.classify("this is ridiculous").matched == ("ridiculous",)
     assert lexicon.classify("マネージャーは結構です").matched == ()
 
@@ -324,8 +331,8 @@ def test_hints_hold_both_languages(lexicon):
 
 def test_hints_stop_at_500_keeping_the_explicit_ones_first(tmp_path):
     text = SHIPPED.read_text(encoding="utf-8")
-    first = "        - (責任者|せきにんしゃ)\n"
-    extra = "".join(f"        - 追加語{i:03d}\n" for i in range(600))
+    first = "          - (責任者|せきにんしゃ)\n"
+    extra = "".join(f"          - 追加語{i:03d}\n" for i in range(600))
     path = tmp_path / "intents.yaml"
     path.write_text(text.replace(first, first + extra), encoding="utf-8")
 
@@ -372,15 +379,24 @@ BROKEN = {
     "negatable not a boolean": ("    negatable: true\n", "    negatable: sometimes\n",
                                 "    negatable: sometimes", "labels.manager.negatable",
                                 "true or false"),
-    "unbalanced group": ("        - (上長|じょうちょう)\n", "        - (上長|じょうちょう\n",
-                         "        - (上長|じょうちょう", "labels.manager.phrases.ja.2",
+    "unbalanced group": ("        - エスカレーション\n", "        - (エスカレーション\n",
+                         "        - (エスカレーション", "labels.manager.phrases.ja.1",
                          "(a|b) gives alternative spellings"),
-    "comma in a phrase": ("        - (上長|じょうちょう)\n", "        - 上長, 部長\n",
-                          "        - 上長, 部長", "labels.manager.phrases.ja.2",
+    "comma in a phrase": ("          - (上長|じょうちょう)\n", "          - 上長, 部長\n",
+                          "          - 上長, 部長", "labels.manager.structure.roles.ja.4",
                           "without commas"),
-    "phrase too short": ("        - (上長|じょうちょう)\n", "        - (上長|上)\n",
-                         "        - (上長|上)", "labels.manager.phrases.ja.2",
-                         "at least 2 letters"),
+    "role too short": ("          - (上長|じょうちょう)\n", "          - (上長|上)\n",
+                       "          - (上長|上)", "labels.manager.structure.roles.ja.4",
+                       "at least 2 letters"),
+    "request too short": ("          - いらっしゃ\n", "          - (いらっしゃ|い)\n",
+                          "          - (いらっしゃ|い)",
+                          "labels.manager.structure.requests.ja.10", "at least 2 letters"),
+    "window not a number": ("      window: {ja: 12, en: 24}\n", "      window: {ja: 12, en: far}\n",
+                            "      window: {ja: 12, en: far}",
+                            "labels.manager.structure.window.en", "a whole number from 0 to 60"),
+    "structure without requests": ("      requests:\n", "      asks:\n", "    structure:",
+                                   "labels.manager.structure.requests",
+                                   "asking for a transfer"),
     "unknown label": ("  money:\n", "  billing:\n    negatable: false\n  money:\n",
                       "  billing:", "labels.billing", "manager, money, technical, anger"),
 }

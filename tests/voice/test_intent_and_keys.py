@@ -43,7 +43,8 @@ def test_asking_for_a_manager_is_a_warm_transfer(roster, twilio_post, svc, fake_
     root = parse_twiml(twilio_post("/voice/gather", CallSid=sid, SpeechResult=speech,
                                    Confidence="0.88"))
     assert verbs(root) == ["Say", "Dial", "Say"]
-    assert root[0].text == "責任者におつなぎいたします。少々お待ちいただけますでしょうか。"
+    assert root[0].text == ("ご不快な思いをさせてしまい、誠に申し訳ございません。"
+                            "責任者におつなぎいたします。少々お待ちいただけますでしょうか。")
     assert root[1].find("Conference").text == sid
     record = svc.redis.hgetall(keys.call(sid))
     assert "manager" in record["intent"].split(",")
@@ -84,7 +85,9 @@ def test_english_manager_request(roster, twilio_post, svc, run_jobs, fake_twilio
     root = parse_twiml(twilio_post("/voice/gather", CallSid=sid,
                                    SpeechResult="let me speak to a supervisor please"))
     assert verbs(root) == ["Say", "Dial", "Say"]
-    assert root[0].text == "A supervisor will take your call. Could you hold for a moment, please?"
+    assert root[0].text == ("We are truly sorry for the frustration we have caused you. "
+                            "A supervisor will take your call. Could you hold for a moment, "
+                            "please?")
     assert root[0].attrib["language"] == "en-US"
     run_jobs()
     assert len(fake_twilio.calls_created()) == 1
