@@ -17,10 +17,12 @@ CALLER = "+819012345678"
 SEVERITIES = ["minor", "major", "critical"]
 
 
-def declare_twenty(admin, text: str) -> list[str]:
-    """Twenty audience-all incidents, every third critical; their ids as declared."""
+def declare_twenty(admin, clock, text: str) -> list[str]:
+    """Twenty audience-all incidents, every third critical, a second apart (equal severities
+    are heard oldest first); their ids as declared."""
     ids = []
     for i in range(20):
+        clock.tick(1)
         doc = declare(admin, title=f"障害{i}", audience="all", severity=SEVERITIES[i % 3],
                       notify=False, announcement={"ja": f"{i:02d}" + text[2:]})
         ids.append(doc["id"])
@@ -32,8 +34,8 @@ def spoken_numbers(root) -> list[str]:
     return [s[:2] for s in says(root) if s[:2].isdigit()]
 
 
-def test_twenty_long_announcements_stay_under_the_limit_and_page(admin, twilio_post):
-    declare_twenty(admin, "あ" * 1000)
+def test_twenty_long_announcements_stay_under_the_limit_and_page(admin, twilio_post, clock):
+    declare_twenty(admin, clock, "あ" * 1000)
     sid = new_sid()
     response = twilio_post("/voice/incoming", CallSid=sid, From=CALLER)
     assert len(response.get_data()) < TWILIO_MAX
@@ -57,8 +59,8 @@ def test_twenty_long_announcements_stay_under_the_limit_and_page(admin, twilio_p
     assert last.find("Gather").attrib["action"] == f"{PUBLIC_BASE_URL}/voice/gather?turn=6"
 
 
-def test_the_more_key_without_heard_is_an_ordinary_key(admin, twilio_post, svc):
-    declare_twenty(admin, "あ" * 50)
+def test_the_more_key_without_heard_is_an_ordinary_key(admin, twilio_post, clock):
+    declare_twenty(admin, clock, "あ" * 50)
     sid = new_sid()
     twilio_post("/voice/incoming", CallSid=sid, From=CALLER)
     root = parse_twiml(twilio_post("/voice/gather", CallSid=sid, Digits="8"))
@@ -68,7 +70,7 @@ def test_the_more_key_without_heard_is_an_ordinary_key(admin, twilio_post, svc):
 def test_a_repeat_caller_hears_the_cap_without_a_key_they_cannot_press(admin, twilio_post,
                                                                        clock):
     put_roster(admin, ("高橋SV", "+819011110001", "general", 3))
-    declare_twenty(admin, "あ" * 1000)
+    declare_twenty(admin, clock, "あ" * 1000)
     sid = repeat_caller(twilio_post, clock, CALLER)
     response = twilio_post("/voice/incoming", CallSid=sid, From=CALLER)
     assert len(response.get_data()) < TWILIO_MAX
@@ -79,14 +81,14 @@ def test_a_repeat_caller_hears_the_cap_without_a_key_they_cannot_press(admin, tw
 
 @pytest.mark.parametrize("text", ["&" * 1000, "<" * 1000, "😀" * 1000])
 def test_the_worst_case_at_the_largest_cap_is_still_under_the_limit(
-        admin, config, svc, tmp_path, text):
+        admin, config, svc, clock, tmp_path, text):
     """Five in full (flows' maximum), each 1,000 characters that escape or encode longest."""
     flows = tmp_path / "flows"
     shutil.copytree(config["IVR_FLOWS_DIR"], flows)
     path = flows / "call.yaml"
     path.write_text(path.read_text().replace("in_full: 3", "in_full: 5"))
     svc.flows = load_flows(flows)
-    declare_twenty(admin, text)
+    declare_twenty(admin, clock, text)
     app = create_app({**config, "IVR_FLOWS_DIR": str(flows)}, services=svc)
     form = {"CallSid": new_sid(), "From": CALLER}
     response = app.test_client().post("/voice/incoming", data=form, headers={
