@@ -115,31 +115,12 @@ def opt_in(svc: Services, phone: str, source: str) -> bool:
     return changed
 
 
-# The menu's SMS key, once per menu turn: flips the number on or off the suppression list
-# unless the call record says this turn's key was already answered (Twilio retrying the
-# webhook) or the record is gone, and notes the turn in the same step, so a retry racing
-# the original cannot flip twice. KEYS: call, sms opt-out set; ARGV: turn, phone.
-# Returns {opted out now (0/1), flipped (0/1)}.
-_TOGGLE = """
-local opted = redis.call('SISMEMBER', KEYS[2], ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'sms_key_turn') == ARGV[1]
-    then return {opted, 0} end
-if opted == 1 then
-  redis.call('SREM', KEYS[2], ARGV[2])
-else
-  redis.call('SADD', KEYS[2], ARGV[2])
-end
-redis.call('HSET', KEYS[1], 'sms_key_turn', ARGV[1])
-return {1 - opted, 1}
-"""
-
-
 def toggle_by_key(svc: Services, call_sid: str, phone: str, turn: int) -> bool:
     """The call menu's SMS key: flip `phone` on or off the suppression list, once per menu
     `turn` of the call (a Twilio retry of the same turn changes nothing). Returns whether
     the number is opted out now."""
-    opted_out, flipped = svc.eval(_TOGGLE, 2, keys.call(call_sid), keys.sms_optout(), turn,
-                                  phone)
+    opted_out, flipped = svc.script("sms_key_toggle")(
+        keys=[keys.call(call_sid), keys.sms_optout()], args=[turn, phone])
     log.info("sms %s by key phone=%s call_sid=%s turn=%s changed=%s",
              "opt-out" if opted_out else "opt-in", mask(phone), call_sid, turn, bool(flipped))
     return bool(opted_out)
