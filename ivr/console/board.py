@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, flash, g, redirect, render_template, request, url_for
 
-from ivr import announcement, current_services, floor, incident, progress
+from ivr import current_services, floor, incident, preview, progress
 from ivr.console import bp, forms, t
 
 RESOLVED_SHOWN = 20
@@ -84,8 +84,8 @@ def declare_preview() -> Response:
 def preview_response(doc: dict[str, Any] | None, errors: dict[str, str],
                      message: dict[str, str] | None = None) -> Response:
     svc = current_services()
-    heard = announcement.heard_all(svc, doc) if doc else []
-    sms = announcement.sms_previews(svc, doc, message=message) if doc else []
+    heard = preview.heard_all(svc, doc) if doc else []
+    sms = preview.sms_previews(svc, doc, message=message) if doc else []
     fragment = request.headers.get("X-Requested-With") == "fetch"
     html = render_template("_preview.html" if fragment else "preview_page.html", heard=heard,
                            sms=sms, errors=errors)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, flash, g, redirect, render_template, request, url_for
 
-from ivr import announcement, current_services, incident, progress
+from ivr import current_services, incident, preview, progress
 from ivr.console import bp, forms, t
 from ivr.console.board import preview_response
 from ivr.services import Services
@@ -68,7 +68,7 @@ def render_page(incident_id: str, *, status: int = 200, edit: dict[str, Any] | N
     doc = incident.load(svc, incident_id)
     page = render_template(
         "incident.html", doc=doc, now=svc.now(), local=svc.local,
-        heard=announcement.heard_all(svc, doc), sms=announcement.sms_previews(svc, doc),
+        heard=preview.heard_all(svc, doc), sms=preview.sms_previews(svc, doc),
         severities=incident.SEVERITIES, statuses=incident.OPEN_STATUSES,
         audiences=incident.AUDIENCES, edit=edit or edit_form(svc, doc),
         update=update or {"status": doc["status"], "eta": local_input(svc, doc.get("eta"))},
