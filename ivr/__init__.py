@@ -58,16 +58,19 @@ def upgrade(svc: Services) -> None:
     remove the keys it no longer reads (keys.RETIRED). A web process still starts when Redis
     does not answer: it answers callers degraded meanwhile, and the next start, or the
     incident's next change, does it."""
-    from ivr import incident, keys
+    from ivr import incident, keys, undeliverable
 
     try:
         upgraded = incident.upgrade_active(svc)
+        marks = undeliverable.upgrade(svc)
         retired = svc.redis.unlink(*keys.RETIRED)
     except redis.RedisError as e:
         log.warning("upgrade skipped, redis unavailable (%s)", type(e).__name__)
         return
     if upgraded:
         log.info("upgraded %d active incident copies", upgraded)
+    if marks:
+        log.info("undeliverable numbers now expire count=%d", marks)
     if retired:
         log.info("removed %d keys no version reads any more", retired)
 

@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -55,7 +55,7 @@ SAMPLE: dict[str, Any] = {
     "why": {"trigger": "repeat", "reason": "repeat", "note": "二度目の折り返しです"},
     "incident_start": datetime(2026, 11, 23, 10, 0, tzinfo=TOKYO),
     "first_call": datetime(2026, 11, 23, 10, 5, tzinfo=TOKYO),
-    "window_hours": 24,
+    "window_hours": 24, "today": date(2026, 11, 23),
 }
 # The same names with nothing known: the quiet branches ("確認中", no position, no name).
 EMPTY: dict[str, Any] = {
@@ -65,7 +65,7 @@ EMPTY: dict[str, Any] = {
                              "title", "optout_url")},
     "tags": [], "intent": [], "waited_minutes": 0, "offer_sms": False, "auto": True,
     "incident": False,
-    "due": SAMPLE["due"], "minutes": 1, "window_hours": 24,
+    "due": SAMPLE["due"], "minutes": 1, "window_hours": 24, "today": SAMPLE["today"],
     "who": {"name": "", "tier": "", "registered": False, "call_number": 1},
     "what": {"transcript": "", "intent": [], "purpose": ""},
     "where": {"line": "", "services": []},

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from ivr import keys
+from ivr import keys, undeliverable
 from ivr.errors import StorageConflict
 from ivr.lang import LANGS
 from ivr.phone import is_mobile, normalize
@@ -115,9 +115,13 @@ class Customer:
             updated_by=data.get("updated_by", ""),
         )
 
-    def to_json(self, *, opted_out: bool) -> dict[str, Any]:
+    def to_json(self, *, opted_out: bool,
+                mark: undeliverable.Mark | None = None) -> dict[str, Any]:
+        """The API's view: the record, the suppression-list state and an undeliverable
+        mark (`{"error_code", "until"}` or null; an upsert always clears it)."""
         data = asdict(self)
         data["opted_out"] = opted_out
+        data["sms_undeliverable"] = mark.to_json() if mark else None
         return data
 
 
@@ -447,9 +451,11 @@ def _write_chunk(
 
 
 def _queue_write(pipe: redis.client.Pipeline, old: Customer | None, new: Customer) -> None:
-    """The hash plus the index sets, removing the number from sets it has left."""
+    """The hash plus the index sets, removing the number from sets it has left. An upsert
+    also lifts an undeliverable mark: ops corrected or confirmed the number."""
     fields: Mapping[Any, Any] = new.to_hash()  # redis-py's Mapping type is invariant in str
     pipe.hset(keys.customer(new.phone), mapping=fields)
+    undeliverable.clear_in(pipe, new.phone)
     pipe.sadd(keys.customers_all(), new.phone)
     if old is not None:
         for service in set(old.services) - set(new.services):

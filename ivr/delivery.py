@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from ivr import keys, optout
+from ivr import keys, optout, undeliverable
 from ivr.inbound import MESSAGE_SID
 from ivr.phone import mask, normalize
 from ivr.progress import JOB_RETRY
@@ -54,45 +54,6 @@ HALT_CODES = frozenset({21408, 30007})
 RESEND_DELAY = timedelta(minutes=15)
 RESEND_JOB = "worker.sms.resend_message"
 ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
-
-# KEYS[1] message hash, KEYS[2] incident counters (the message key again when unknown),
-# KEYS[3] metrics sms. ARGV: status, error code or '', counter field or '' ('sms_delivered'
-# counts 'delivered' in KEYS[3]), '1' to claim the one resend, now.
-# Returns {known, status after, status changed, counted, resend claimed}.
-_RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0, 0} end
-local RANK = {accepted=0, scheduled=0, queued=1, sending=2, sent=3,
-              delivered=4, undelivered=4, failed=4, canceled=4, read=5}
-local current = redis.call('HGET', KEYS[1], 'status') or ''
-local changed = 0
-local new_rank = RANK[ARGV[1]]
-if new_rank ~= nil and new_rank > (RANK[current] or -1) then
-  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'status_at', ARGV[5])
-  current = ARGV[1]
-  changed = 1
-end
-if ARGV[2] ~= '' then
-  if changed == 1 then
-    redis.call('HSET', KEYS[1], 'error_code', ARGV[2])
-  else
-    redis.call('HSETNX', KEYS[1], 'error_code', ARGV[2])
-  end
-end
-local counted = 0
-if ARGV[3] ~= '' and redis.call('HSETNX', KEYS[1], 'counted', ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-  redis.call('HINCRBY', KEYS[3], string.sub(ARGV[3], 5), 1)
-  counted = 1
-end
-local resend = 0
-if ARGV[4] == '1' and (current == 'undelivered' or current == 'failed')
-    and redis.call('HEXISTS', KEYS[1], 'resend_of') == 0
-    and redis.call('HSETNX', KEYS[1], 'resend', ARGV[5]) == 1 then
-  resend = 1
-end
-return {1, current, changed, counted, resend}
-"""
-
 
 @dataclass(frozen=True)
 class StatusCallback:
@@ -148,27 +109,27 @@ def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     counter = COUNTER.get(callback.status, "") if incident_id else ""
     counters_key = keys.incident_counters(incident_id) if incident_id else message_key
     want_resend = code in RETRY_ONCE_CODES and callback.status in FAILED
-    known, status, changed, counted, resend = svc.eval(
-        _RECORD, 3, message_key, counters_key, keys.metrics_sms(), callback.status,
-        "" if code is None else str(code), counter, "1" if want_resend else "0",
-        svc.now().isoformat())
+    known, status, changed, counted, resend = svc.script("sms_status")(
+        keys=[message_key, counters_key, keys.metrics_sms()],
+        args=[callback.status, "" if code is None else str(code), counter,
+              "1" if want_resend else "0", svc.now().isoformat()])
     if not known:
         return Recorded(known=False)
     phone = to or callback.to
     log.info("sms status message_sid=%s status=%s stored=%s error_code=%s to=%s", sid,
              callback.status, status, code or "-", mask(phone))
-    opted_out = undeliverable = False
+    opted_out = marked = False
     if phone and code in OPT_OUT_CODES:
         opted_out = optout.opt_out(svc, phone, "twilio-21610")
     if phone and code in UNDELIVERABLE_CODES:
-        undeliverable = bool(svc.redis.sadd(keys.sms_undeliverable(), phone))
+        marked = undeliverable.mark(svc, phone, code)
     if resend:
         _queue_resend(svc, sid)
     stopped = False
     if incident_id and seq and code in HALT_CODES:
         stopped = halt(svc, incident_id, seq, code, message_sid=sid)
     return Recorded(known=True, status=status, changed=bool(changed), counted=bool(counted),
-                    opted_out=opted_out, undeliverable=undeliverable,
+                    opted_out=opted_out, undeliverable=marked,
                     resend_queued=bool(resend), halted=stopped)
 
 

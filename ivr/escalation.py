@@ -1,9 +1,9 @@
 """Warm transfer to a supervisor: who is rung, in which order, and what state it is in.
 
 The escalation lives in the caller's call record (fields `esc_*`), so it is read with the
-call and expires with it. Every transition is one Lua script that checks the attempt number,
-so a late status callback, a watchdog and an SV's key press can race without moving the
-ladder twice.
+call and expires with it. Every transition is one Lua script (ivr/lua/escalation_*.lua)
+that checks the attempt number, so a late status callback, a watchdog and an SV's key press
+can race without moving the ladder twice.
 """
 
 from __future__ import annotations
@@ -26,127 +26,11 @@ log = logging.getLogger(__name__)
 OPEN = ("dialing", "ringing")
 TRIGGERS = ("manager", "repeat", "operator", "anger")
 
-# For /metrics: count an escalation's end once, in the script that makes the move into
-# accepted/exhausted/abandoned, and a call's first move to the priority band (calls by tag
-# 'priority'). `was_state`/`was_band` are what the call record held before the script wrote.
-_COUNT_END = """
-local function count_end(call_key, esc_key, tags_key, was_state, was_band)
-  local now = redis.call('HGET', call_key, 'esc_state')
-  if now ~= was_state and (now == 'accepted' or now == 'exhausted' or now == 'abandoned') then
-    local reason = redis.call('HGET', call_key, 'esc_reason') or ''
-    redis.call('HINCRBY', esc_key, reason .. '|' .. now, 1)
-  end
-  if was_band ~= '0' and redis.call('HGET', call_key, 'band') == '0' then
-    redis.call('HINCRBY', tags_key, 'priority', 1)
-  end
-end
-"""
-
 OUTCOME_FIELDS = ("esc_outcome_result", "esc_outcome_note", "esc_outcome_by", "esc_outcome_at")
 # What one escalation learned about its SV and how it ended: a call escalated again starts
 # without them, so the API, the console and the watchdog never read the last one's SV.
 _PER_ESCALATION = ("esc_sv_call_sid", "esc_sv_name", "esc_sv_phone", "esc_joined_at",
                    "esc_wait_seconds", "esc_accepted_leg", *OUTCOME_FIELDS)
-
-# Starts an escalation of a call that has none in progress: writes it, counts it on each
-# incident the call was counted for, and takes the caller out of the waiting line. Attempt
-# numbers carry on from an earlier escalation of the same call (`esc_first` is this one's
-# first), so its dial-out job ids, leg claims and callback URLs never meet the earlier
-# one's. An exhausted escalation counts as started unless ARGV[4] is '1' (an operator asks
-# again), so a retried webhook of the call that raised it starts nothing twice. Returns
-# {started (0/1), the escalation state now, its first attempt}. KEYS: call, raised-by
-# index, metrics escalations, metrics calls-by-tag, waiting; ARGV: now, ttl, raised_by,
-# again ('1'/'0'), n, pairs… The incidents' counter keys are built from KEYS[1]'s hash-tag
-# prefix, in the same `{ivr}` slot (see call._INCOMING).
-_START = _COUNT_END + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0} end
-local state = redis.call('HGET', KEYS[1], 'esc_state')
-if state == 'dialing' or state == 'ringing' or state == 'accepted'
-    or (state == 'exhausted' and ARGV[4] ~= '1') then return {0, state, 0} end
-if redis.call('HGET', KEYS[1], 'state') == 'completed' then return {0, 'abandoned', 0} end
-local band = redis.call('HGET', KEYS[1], 'band')
-local first = 0
-if state then
-  first = tonumber(redis.call('HGET', KEYS[1], 'esc_attempt') or '-1') + 1
-  redis.call('HDEL', KEYS[1], """ + ", ".join(f"'{f}'" for f in _PER_ESCALATION) + """)
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * tonumber(ARGV[5])))
-redis.call('HSET', KEYS[1], 'esc_attempt', first, 'esc_first', first)
-count_end(KEYS[1], KEYS[3], KEYS[4], '', band)  -- a new escalation: no end counted yet
-local sid = redis.call('HGET', KEYS[1], 'call_sid')
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[1], sid)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':', 1, true)) .. 'incident:'
-for _, id in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'incidents') or '[]')) do
-  redis.call('HINCRBY', prefix .. id .. ':counters', 'escalations', 1)
-end
-redis.call('ZREM', KEYS[5], sid)
-return {1, redis.call('HGET', KEYS[1], 'esc_state'), first}
-"""
-
-# Moves to the next SV if `attempt` is still the current one and nobody accepted.
-# KEYS: call, attempts log, metrics attempts; ARGV: attempt, result, now. Returns the next
-# attempt or -1.
-_ADVANCE = """
-local state = redis.call('HGET', KEYS[1], 'esc_state')
-if state ~= 'dialing' and state ~= 'ringing' then return -1 end
-if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return -1 end
-redis.call('HINCRBY', KEYS[3], (redis.call('HGET', KEYS[1], 'esc_reason') or '') .. '|'
-  .. string.match(ARGV[2], '^[^:]*'), 1)  -- metrics: 'failed:21211' counts as 'failed'
-local nxt = tonumber(ARGV[1]) + 1
-redis.call('HSET', KEYS[1], 'esc_attempt', nxt, 'esc_state', 'dialing')
-redis.call('RPUSH', KEYS[2], cjson.encode({attempt = tonumber(ARGV[1]), result = ARGV[2],
-  at = ARGV[3], sv = redis.call('HGET', KEYS[1], 'esc_sv_name') or ''}))
-redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
-return nxt
-"""
-
-# The SV pressed 1: accept if this attempt is still the live one, and note the SV leg that
-# did (a retried key press from it joins again). KEYS: call, log, metrics escalations;
-# ARGV: attempt, now iso, now epoch, the SV leg's CallSid.
-_ACCEPT = """
-local state = redis.call('HGET', KEYS[1], 'esc_state')
-if state ~= 'dialing' and state ~= 'ringing' then return 0 end
-if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return 0 end
-redis.call('HINCRBY', KEYS[3], (redis.call('HGET', KEYS[1], 'esc_reason') or '') .. '|accepted',
-  1)  -- metrics
-local started = tonumber(redis.call('HGET', KEYS[1], 'esc_started_epoch') or ARGV[3])
-redis.call('HSET', KEYS[1], 'esc_state', 'accepted', 'esc_joined_at', ARGV[2],
-  'esc_wait_seconds', tostring(math.floor(tonumber(ARGV[3]) - started)),
-  'esc_accepted_leg', ARGV[4])
-redis.call('RPUSH', KEYS[2], cjson.encode({attempt = tonumber(ARGV[1]), result = 'accepted',
-  at = ARGV[2], sv = redis.call('HGET', KEYS[1], 'esc_sv_name') or ''}))
-redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
-return 1
-"""
-
-# The SV of `attempt` answered (their whisper was fetched): note when, once per attempt, so
-# the watchdog gives them join_timeout from then. KEYS: call; ARGV: attempt, now epoch.
-_ANSWERED = """
-local state = redis.call('HGET', KEYS[1], 'esc_state')
-if state ~= 'dialing' and state ~= 'ringing' then return 0 end
-if redis.call('HGET', KEYS[1], 'esc_attempt') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'esc_answered_attempt') == ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'esc_answered_attempt', ARGV[1], 'esc_answered_epoch', ARGV[2])
-return 1
-"""
-
-# Sets fields only while the escalation is in `from` states; a move into a final state
-# (the worker's exhausted/abandoned) is counted for /metrics. KEYS: call, metrics
-# escalations, metrics calls-by-tag; ARGV: n_from, from…, pairs…
-_SET_IF = _COUNT_END + """
-local state = redis.call('HGET', KEYS[1], 'esc_state')
-local n = tonumber(ARGV[1])
-local ok = false
-for i = 2, n + 1 do if ARGV[i] == state then ok = true end end
-if not ok then return 0 end
-local band = redis.call('HGET', KEYS[1], 'band')
-redis.call('HSET', KEYS[1], unpack(ARGV, n + 2))
-count_end(KEYS[1], KEYS[2], KEYS[3], state, band)
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -239,11 +123,13 @@ def start(svc: Services, call_sid: str, *, trigger: str, labels: frozenset[str] 
         fields["state"] = "transfer"
     if not people:
         fields["band"] = str(call.BAND_PRIORITY)
-    started = svc.eval(_START, 5, keys.call(call_sid),
-                       keys.escalations_raised_by(raised_by or "-"),
-                       keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting(),
-                       int(now.timestamp()), keys.CALL_TTL, raised_by,
-                       "1" if trigger == "operator" else "0", len(fields), *field_args(fields))
+    started = svc.script("escalation_start")(
+        keys=[keys.call(call_sid), keys.escalations_raised_by(raised_by or "-"),
+              keys.metrics_escalations(), keys.metrics_calls_by_kinds(), keys.waiting()],
+        args=[int(now.timestamp()), keys.CALL_TTL, raised_by,
+              "1" if trigger == "operator" else "0", keys.incident_counters("*"), len(fields),
+              *field_args(fields),
+              *_PER_ESCALATION])
     was_started, state, first = started
     if not was_started:
         return str(state)
@@ -270,9 +156,10 @@ def queue_dial(svc: Services, call_sid: str, attempt: int) -> None:
 
 def advance(svc: Services, call_sid: str, attempt: int, result: str) -> int | None:
     """Give up on `attempt` (no answer, busy, declined, timed out) and queue the next SV."""
-    nxt = svc.eval(_ADVANCE, 3, keys.call(call_sid), keys.escalation_log(call_sid),
-                   keys.metrics_escalation_attempts(), attempt, result,
-                   svc.now().isoformat())
+    nxt = svc.script("escalation_advance")(
+        keys=[keys.call(call_sid), keys.escalation_log(call_sid),
+              keys.metrics_escalation_attempts()],
+        args=[attempt, result, svc.now().isoformat()])
     if int(nxt) < 0:
         return None
     log.info("escalation moves on call_sid=%s attempt=%s result=%s", call_sid, attempt, result)
@@ -285,16 +172,16 @@ def accept(svc: Services, call_sid: str, attempt: int, leg_sid: str) -> bool:
     is noted here, from the key press itself: the dial-out may not have recorded its
     CallSid (an answer that timed out, a worker that died after placing the call)."""
     now = svc.now()
-    return bool(svc.eval(_ACCEPT, 3, keys.call(call_sid), keys.escalation_log(call_sid),
-                         keys.metrics_escalations(), attempt, now.isoformat(),
-                         int(now.timestamp()), leg_sid))
+    return bool(svc.script("escalation_accept")(
+        keys=[keys.call(call_sid), keys.escalation_log(call_sid), keys.metrics_escalations()],
+        args=[attempt, now.isoformat(), int(now.timestamp()), leg_sid]))
 
 
 def mark_answered(svc: Services, call_sid: str, attempt: int) -> bool:
     """Note that the SV of `attempt` answered; False when it was noted before (a repeated
     whisper) or the attempt is no longer the live one."""
-    return bool(svc.eval(_ANSWERED, 1, keys.call(call_sid), attempt,
-                         int(svc.now().timestamp())))
+    return bool(svc.script("escalation_answered")(
+        keys=[keys.call(call_sid)], args=[attempt, int(svc.now().timestamp())]))
 
 
 def answered_at(record: dict[str, Any], attempt: int) -> int | None:
@@ -306,8 +193,9 @@ def answered_at(record: dict[str, Any], attempt: int) -> int | None:
 
 def set_if(svc: Services, call_sid: str, states: tuple[str, ...], **fields: str) -> bool:
     """Set escalation fields only while the state is one of `states`."""
-    return bool(svc.eval(_SET_IF, 3, keys.call(call_sid), keys.metrics_escalations(),
-                         keys.metrics_calls_by_kinds(), len(states), *states, *field_args(fields)))
+    return bool(svc.script("escalation_set_if")(
+        keys=[keys.call(call_sid), keys.metrics_escalations(), keys.metrics_calls_by_kinds()],
+        args=[len(states), *states, *field_args(fields)]))
 
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:

@@ -162,7 +162,8 @@ _CLOCK = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$",
 SCHEMAS["sms.yaml"] = {
     "type": "object",
     "required": ["sender_name", "quiet_hours", "max_segments", "batch_size",
-                 "reminder_minutes", "settle_after_seconds", "sweep_after_minutes"],
+                 "reminder_minutes", "settle_after_seconds", "sweep_after_minutes",
+                 "undeliverable_days"],
     "additionalProperties": False,
     "properties": {
         "sender_name": {"type": "string", "minLength": 1, "maxLength": 20,
@@ -182,6 +183,8 @@ SCHEMAS["sms.yaml"] = {
                                                 "request timeout)"},
         "sweep_after_minutes": {"type": "integer", "minimum": 1, "maximum": 120,
                                 "description": "minutes, 1-120"},
+        "undeliverable_days": {"type": "integer", "minimum": 1, "maximum": 365,
+                               "description": "days, 1-365"},
     },
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import phonenumbers
 
-from ivr import customer, incident, keys, optout
+from ivr import customer, incident, keys, optout, undeliverable
 from ivr.customer import Customer
 from ivr.phone import mask, normalize
 from ivr.segments import segments, truncate
@@ -120,8 +120,9 @@ def reply_to(svc: Services, msg: InboundSms) -> str | None:
         changed = optout.opt_out(svc, msg.phone, "sms-keyword")
         reply = svc.prompts.render("sms_optout_confirm", lang, keep_lines=True) \
             if changed else None
-    elif kind == "opt_in":
+    elif kind == "opt_in":  # the number texted us: it takes messages, whatever was marked
         changed = optout.opt_in(svc, msg.phone, "sms-keyword")
+        changed = undeliverable.clear(svc, msg.phone, "sms-keyword") or changed
         reply = svc.prompts.render("sms_optin_confirm", lang, keep_lines=True) \
             if changed else None
     elif kind == "status":
@@ -142,29 +143,11 @@ def _readable(phone: str | None, lang: str) -> str:
     return phonenumbers.format_number(number, style)
 
 
-# The active incidents and which of their number sets hold the sender, read at once: two
-# round trips could mix an incident's document with the membership of its next version (a
-# scope PATCH landing in between). An incident without numbers has no set (store_active),
-# so asking every one is the same answer as asking those with `scope.number_count`.
-# KEYS: incidents_active; ARGV: phone. The sets' keys are built from KEYS[1]'s hash-tag
-# prefix, in the same `{ivr}` slot (see call._INCOMING). Returns {active pairs, listed ids}.
-_CONCERNING = """
-local active = redis.call('HGETALL', KEYS[1])
-local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':', 1, true)) .. 'incident:'
-local listed = {}
-for i = 1, #active, 2 do
-  if redis.call('SISMEMBER', prefix .. active[i] .. ':numbers', ARGV[1]) == 1 then
-    listed[#listed + 1] = active[i]
-  end
-end
-return {active, listed}
-"""
-
-
 def concerning(svc: Services, phone: str, found: Customer | None) -> list[dict[str, Any]]:
     """Active incidents announced to this number (affected, or audience `all`), most severe
     and then oldest first, as every caller hears them."""
-    active, listed = svc.eval(_CONCERNING, 1, keys.incidents_active(), phone)
+    active, listed = svc.script("concerning")(
+        keys=[keys.incidents_active()], args=[phone, keys.incident_numbers("*")])
     docs = [json.loads(raw) for raw in active[1::2]]
     docs = [doc for doc in docs if incident.applies(doc, doc["id"] in listed, found)[0]]
     return sorted(docs, key=lambda d: (incident.SEVERITIES.index(d["severity"]),
@@ -187,7 +170,8 @@ def status_reply(svc: Services, phone: str, found: Customer | None, lang: str) -
         })
 
     def render() -> str:
-        return svc.prompts.render("sms_status_reply", lang, keep_lines=True, incidents=items)
+        return svc.prompts.render("sms_status_reply", lang, keep_lines=True, incidents=items,
+                                  today=svc.now().astimezone(svc.tz).date())
 
     text = render()
     for _ in range(2 * len(items)):

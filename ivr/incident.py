@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast, overload
@@ -24,7 +25,10 @@ AUDIENCES = ("all", "affected")
 ANNOUNCEMENT_MAX = 1000
 COUNTERS = ("calls", "affected_calls", "escalations", "sms_sent", "sms_delivered",
             "sms_failed")
-ID_PATTERN = re.compile(r"^INC-[0-9]{8}-[0-9]{4,}$")
+ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O or U
+ID_PATTERN = re.compile(r"^INC-[0-9]{8}-[0-9]{4,}(?:-[0-9A-HJKMNP-TV-Z]{4})?$")
+"""Today's ids (INC-<date>-<HHMM>-<4 random>) and the counter ids of earlier versions
+(INC-<date>-<NNNN>), which stored incidents may still carry."""
 
 
 def _not_found(incident_id: str) -> ApiError:
@@ -201,12 +205,25 @@ def first_due(svc: Services, fields: Mapping[str, Any]) -> str | None:
     return _iso(next_due(svc.flows, fields["severity"], svc.now(), svc.tz))
 
 
+def new_id(svc: Services) -> str:
+    """INC-<date>-<HHMM>-<4 random>, the date and minute of the declaration in IVR_TIMEZONE.
+
+    Never the id of an earlier incident, even one lost with Redis's data: a counter kept in
+    Redis falls back with it, while the job queue, SMS claims, logs and reports still carry
+    the lost incident's id. Two ids meet only if declared in the same minute and drawn the
+    same 20 random bits (about one in a million); `declare` redraws one already stored.
+    Only [A-Z0-9-], so an id fits URLs and RQ job ids as it is (docs/decisions.md)."""
+    suffix = "".join(secrets.choice(ID_ALPHABET) for _ in range(4))
+    return f"INC-{svc.now().astimezone(svc.tz):%Y%m%d-%H%M}-{suffix}"
+
+
 def declare(svc: Services, fields: dict[str, Any], by: str) -> dict[str, Any]:
     """Store a new incident and make it the announcement every matching caller hears; `by`
     is the login of whoever declared it ("bootstrap" for IVR_ADMIN_TOKEN)."""
     now = svc.now()
-    number = int(svc.redis.incr(keys.incident_seq()))
-    incident_id = f"INC-{now.astimezone(svc.tz):%Y%m%d}-{number:04d}"
+    incident_id = new_id(svc)
+    while svc.redis.exists(keys.incident(incident_id)):  # a draw already taken: once in ~10^6
+        incident_id = new_id(svc)
     doc = {
         "id": incident_id, **fields,
         "declared_by": by,

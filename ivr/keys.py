@@ -19,7 +19,7 @@ CALL_TTL = 7 * 86400
 """Call records stay a week, long enough for the post-incident report."""
 RECENT_CALLS_MAX = 50_000
 """How many call ids the recent-calls index keeps (trimmed once a minute, by the stale-call
-sweep in call._INCOMING)."""
+sweep in ivr/lua/incoming.lua)."""
 
 
 def incident(incident_id: str) -> str:
@@ -56,11 +56,6 @@ def incidents_active() -> str:
     is told the same thing. Copies from before the number sets are rewritten when the app
     starts (incident.upgrade_active). No TTL."""
     return f"{PREFIX}:incidents:active"
-
-
-def incident_seq() -> str:
-    """String counter: the number part of incident ids. No TTL."""
-    return f"{PREFIX}:seq:incident"
 
 
 def customer(phone: str) -> str:
@@ -107,7 +102,7 @@ def calls_active() -> str:
 
 def calls_swept() -> str:
     """String: the epoch of the last sweep of stale calls out of calls_active and waiting
-    (call._INCOMING), which sweeps again a minute later at the earliest. No TTL (one key)."""
+    (ivr/lua/incoming.lua), which sweeps again a minute later at the earliest. No TTL (one key)."""
     return f"{PREFIX}:calls:swept"
 
 
@@ -122,10 +117,11 @@ SMS_TTL = 7 * 86400
 """Message records and send claims outlive any retry, resend or status callback by far."""
 
 
-def sms_undeliverable() -> str:
-    """Set: numbers whose carrier refused delivery (30004-30006); skipped by every fan-out.
-    No TTL."""
-    return f"{PREFIX}:sms:undeliverable"
+def sms_undeliverable(phone: str) -> str:
+    """String: JSON {error_code, until} of the refusal that marked a number undeliverable
+    (21211, 21614, 21635, 30004-30006); every fan-out skips it. TTL flows/sms.yaml
+    undeliverable_days; an upsert of the customer or START deletes it (ivr.undeliverable)."""
+    return f"{PREFIX}:sms:undeliverable:{phone}"
 
 
 def sms_claim(incident_id: str, seq: int | str, phone: str) -> str:
@@ -284,7 +280,7 @@ def auth_failures(kind: str, subject: str, window: int) -> str:
 def metrics_calls_by_kinds() -> str:
     """Hash: a call's combination of tag kinds ("affected,vip", "repeat", "untagged"; kinds
     in METRIC_TAGS order) -> calls that came in with it, counted once per CallSid by
-    call._INCOMING; field 'priority' -> calls an escalation script first moved to the
+    ivr/lua/incoming.lua; field 'priority' -> calls an escalation script first moved to the
     priority band. /metrics adds the combinations up per kind (metrics.calls_by_tag).
     It replaces `calls_by_tag` (one field per kind, now in RETIRED): under a new name,
     Prometheus sees a counter reset rather than old and new counts added together. No TTL
@@ -308,12 +304,17 @@ def metrics_escalations() -> str:
 
 def metrics_escalation_attempts() -> str:
     """Hash: '<reason>|<result>' -> SV attempts given up (declined, timeout, busy, no-answer,
-    failed, canceled, completed), counted by escalation._ADVANCE. No TTL (fields are
+    failed, canceled, completed), counted by ivr/lua/escalation_advance.lua. No TTL (fields are
     bounded)."""
     return f"{PREFIX}:metrics:escalation_attempts"
 
 
-RETIRED = (f"{PREFIX}:metrics:calls_by_tag",)
+RETIRED_UNDELIVERABLE = f"{PREFIX}:sms:undeliverable"
+"""Set: the undeliverable numbers of earlier versions, without expiry: ivr.upgrade turns
+them into sms_undeliverable marks, then removes it with the rest of RETIRED."""
+RETIRED = (f"{PREFIX}:metrics:calls_by_tag",
+           f"{PREFIX}:seq:incident",  # the counter incident ids came from (incident.new_id)
+           RETIRED_UNDELIVERABLE)
 """Keys earlier versions wrote and nothing reads any more: ivr.upgrade removes them when the
 app starts, so they do not stay in Redis (none has a TTL) for ops to wonder about."""
 
@@ -322,7 +323,7 @@ ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_aud
        sms_reminder, incident_subscribers,
        incident, incident_timeline, incident_numbers, incident_counters, incidents_all,
        incidents_active,
-       incident_seq, customer, customers_all, customers_by_service, customers_by_region,
+       customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
        escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,
        agent_assignment, token, token_ref, person, people, person_login, person_tokens,

@@ -36,8 +36,12 @@ JOB_RETRY = Retry(max=3, interval=[5, 30, 120])
 def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: str,
              optout_url: str) -> str:
     """The message for one timeline entry in one language: confirmed facts, 現在確認中です for
-    what is not, when the next update comes, and the opt-out link."""
+    what is not, when the next update comes (with its date when that is another day than the
+    one the entry goes out on), and the opt-out link. The same entry gives the same text
+    whenever it is rendered (a sweep, a resend, a settle that compares bodies with Twilio's):
+    "today" is the entry's own day, not the clock's."""
     kind = entry["kind"]
+    goes_out = svc.local(entry.get("held_until") or entry.get("at")) or svc.now().astimezone(svc.tz)
     return svc.prompts.render(
         TEMPLATES[kind], lang, keep_lines=True,
         sender=svc.flows.sms["sender_name"], title=doc["title"],
@@ -45,7 +49,7 @@ def sms_text(svc: Services, doc: dict[str, Any], entry: dict[str, Any], lang: st
         status_code=entry.get("status") or doc["status"],
         eta=svc.local(entry.get("eta", doc.get("eta"))),
         next_update=svc.local(entry.get("next_update_at", doc.get("next_update_at"))),
-        optout_url=optout_url)
+        today=goes_out.date(), optout_url=optout_url)
 
 
 @dataclass(frozen=True)

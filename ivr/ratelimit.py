@@ -2,8 +2,8 @@
 
 A sliding-window log. The one Redis key (``keys.sms_rate()``) is a sorted set of the grants
 of the last second: member ``"<time_us>:<segments>:<random>"``, score the grant's Redis server
-time in microseconds. One Lua script decides each send, on Redis time (``TIME``), so every
-worker agrees and host clocks don't matter:
+time in microseconds. One Lua script (ivr/lua/sms_rate.lua) decides each send, on Redis
+time (``TIME``), so every worker agrees and host clocks don't matter:
 
 1. drop the grants at or before ``now - W`` (W = 1 s): they are in no window with ``now``;
 2. add up the segments S of the grants left, those in ``(now - W, now]``;
@@ -50,43 +50,10 @@ from dataclasses import dataclass
 
 import redis
 
+from ivr import lua
+
 WINDOW_US = 1_000_000
 """The sliding window, microseconds (longer only for rates below 1 a second)."""
-
-# KEYS[1]: the sorted set of grants. ARGV: segments, capacity, window (us), a random tag.
-# Returns {granted 0|1, wait in us, server time in us}.
-_SLIDING_LOG = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n, cap, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'zset' and kind ~= 'none' then
-  redis.call('DEL', KEYS[1])  -- left by an older limiter
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
-local grants = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local sizes, total = {}, 0
-for i = 1, #grants, 2 do
-  local size = tonumber(string.match(grants[i], '^%d+:(%d+):'))
-  sizes[#sizes + 1] = size
-  total = total + size
-end
-if #grants == 0 or total + n <= cap then
-  local member = string.format('%.0f:%d:%s', now, n, ARGV[4])
-  redis.call('ZADD', KEYS[1], string.format('%.0f', now), member)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1)
-  return {1, 0, now}
-end
-local left = 0
-for i = 1, #sizes do
-  left = left + sizes[i]
-  if left == total or total - left + n <= cap then
-    return {0, tonumber(grants[2 * i]) + window - now, now}
-  end
-end
-return {0, window, now}
-"""
-
 
 def most_in_window(grants: list[tuple[int, int]], window_us: int = WINDOW_US) -> int:
     """The most segments granted in any half-open window [t, t + window_us), from
@@ -148,7 +115,7 @@ class SegmentRate:
         self.per_second = per_second
         self.capacity = max(1, math.floor(per_second))
         self.window_us = WINDOW_US if per_second >= 1 else math.ceil(WINDOW_US / per_second)
-        self._script = redis_client.register_script(_SLIDING_LOG)
+        self._script = lua.register(redis_client, "sms_rate")
 
     def attempt(self, segments: int) -> Attempt:
         """Grant and reserve `segments` now if the rate allows; otherwise reserve nothing."""

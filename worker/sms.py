@@ -16,7 +16,7 @@ from rq import Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 from twilio.base.exceptions import TwilioRestException
 
-from ivr import cadence, customer, incident, keys, progress, supervisor
+from ivr import cadence, customer, incident, keys, progress, supervisor, undeliverable
 from ivr.delivery import (
     RANK,
     REFUSED_FOR_GOOD_CODES,
@@ -41,69 +41,6 @@ BATCH_RETRY = Retry(max=5, interval=[5, 15, 60, 120, 300])
 SCAN_COUNT = 1000
 ENQUEUE_CHUNK = 500
 AUTO_MESSAGE = {"ja": "引き続き対応中です。", "en": "We are still working on it."}
-
-# Replace a claim only if it still holds what this worker last saw: taking over a stale
-# 'pending:…' claim, and a sender renewing its own just before it sends (so a sender held up
-# longer than settle_after_seconds, in the rate limiter or retries, sends nothing once
-# another worker has taken its claim over). KEYS: claim; ARGV: expected value, new value, ttl
-_SWAP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
-end
-return 0
-"""
-
-# What recording one message Twilio took writes, for the two scripts below: its record and
-# the sms_sent counts. KEYS[2..4]: message record, incident counters, metrics sms; ARGV[3]:
-# ttl; ARGV[4..]: the record's field/value pairs.
-_WRITE_RECORD = """
-local function write_record()
-  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
-  redis.call('HINCRBY', KEYS[4], 'sent', 1)
-end
-"""
-
-# Record a message its sender sent: the claim takes its SID and the record and counts
-# appear, unless another worker already settled this very message from Twilio's record
-# while its sender was held up (the claim then holds this SID, and the record may already
-# carry a later status). KEYS: claim, message record, incident counters, metrics sms. ARGV:
-# the claim value the sender held, SID, ttl, the record's field/value pairs. Returns 0 when
-# already settled, 1 when recorded, 2 when recorded over a claim another worker had taken.
-_RECORD_SENT = _WRITE_RECORD + """
-local claim = redis.call('GET', KEYS[1])
-if claim == ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-write_record()
-if claim ~= ARGV[1] then return 2 end
-return 1
-"""
-
-# Settle a stale 'pending:…' claim with the message Twilio has: the claim takes its SID and,
-# once per message, the record and the sms_sent count its sender never wrote appear.
-# KEYS and ARGV as _RECORD_SENT's, ARGV[1] the stale claim. Returns 1 when this call settled it.
-_SETTLE = _WRITE_RECORD + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-if redis.call('EXISTS', KEYS[2]) == 0 then write_record() end
-return 1
-"""
-
-# Let go of a claim this sender still holds: deleted (Twilio took nothing; a retry or a
-# resumed fan-out may send) or marked failed:<code> and counted (refused for this number).
-# A claim another worker has taken meanwhile is left alone. KEYS: claim, incident counters,
-# metrics sms; ARGV: the claim value held, '' to delete or the failed value, ttl.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'sms_failed', 1)
-redis.call('HINCRBY', KEYS[3], 'failed', 1)
-return 1
-"""
-
 
 def _entry(doc: dict[str, Any], seq: int) -> dict[str, Any] | None:
     return next((e for e in doc["timeline"]
@@ -261,11 +198,11 @@ def deliver(svc: Services, doc: dict[str, Any], entry: dict[str, Any], seq: int 
         return "halted"
     pipe = svc.redis.pipeline(transaction=False)
     pipe.sismember(keys.sms_optout(), phone)
-    pipe.sismember(keys.sms_undeliverable(), phone)
+    pipe.exists(keys.sms_undeliverable(phone))
     pipe.hgetall(keys.customer(phone))
-    opted_out, undeliverable, data = pipe.execute()
+    opted_out, marked, data = pipe.execute()
     found = customer.Customer.from_hash(data)
-    if opted_out or undeliverable or (found and (not found.mobile or not found.sms_opt_in)):
+    if opted_out or marked or (found and (not found.mobile or not found.sms_opt_in)):
         return "skipped"
     if not found and not is_mobile(phone):
         return "skipped"  # a number in scope with no record: only its plan says it takes SMS
@@ -315,7 +252,7 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
     sent = _find_sent(svc, phone, body, since)
     if sent is not None:
         sid = str(sent.sid)
-        if _record(svc, _SETTLE, claim, value, sid, incident_id, seq, phone, "queued",
+        if _record(svc, "settle", claim, value, sid, incident_id, seq, phone, "queued",
                    segments(body).count, settled="twilio"):
             log.info("settled from twilio message_sid=%s to=%s", sid, mask(phone))
             status = str(sent.status or "")
@@ -323,7 +260,7 @@ def _claim(svc: Services, incident_id: str, seq: int | str, phone: str, body: st
                 code = int(sent.error_code) if sent.error_code else None
                 record_status(svc, StatusCallback(sid, status, code, phone))
         return None
-    return mine if svc.eval(_SWAP, 1, claim, value, mine, keys.SMS_TTL) else None
+    return mine if _swap(svc, claim, value, mine) else None
 
 
 def _find_sent(svc: Services, phone: str, body: str, since: int) -> Any | None:
@@ -351,7 +288,7 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
         rate.acquire(count)
         if _taken_at(held) < int(svc.now().timestamp()):
             renewed = _pending(svc)
-            if not svc.eval(_SWAP, 1, claim, held, renewed, keys.SMS_TTL):
+            if not _swap(svc, claim, held, renewed):
                 log.warning("sms claim taken over while held up, not sent incident=%s to=%s",
                             incident_id, mask(phone))
                 return "skipped"
@@ -374,7 +311,7 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
                         incident_id, mask(phone))
             raise
     sid = str(message.sid)
-    recorded = _record(svc, _RECORD_SENT, claim, held, sid, incident_id, seq, phone,
+    recorded = _record(svc, "sent", claim, held, sid, incident_id, seq, phone,
                        str(message.status or "queued"), count)
     if recorded == 0:
         log.info("sms already settled from twilio message_sid=%s to=%s", sid, mask(phone))
@@ -384,21 +321,30 @@ def _send(svc: Services, incident_id: str, seq: int | str, phone: str, body: str
     return "sent"
 
 
-def _record(svc: Services, script: str, claim: str, expected: str, sid: str,
+def _swap(svc: Services, claim: str, expected: str, new: str) -> bool:
+    """ivr/lua/sms_claim_swap.lua: `claim` becomes `new` only if it still holds `expected`."""
+    return bool(svc.script("sms_claim_swap")(keys=[claim], args=[expected, new, keys.SMS_TTL]))
+
+
+def _record(svc: Services, mode: str, claim: str, expected: str, sid: str,
             incident_id: str, seq: int | str, phone: str, status: str, count: int,
             **extra: str) -> int:
-    """Run _RECORD_SENT or _SETTLE for message `sid`: the claim, its record, the counts."""
+    """ivr/lua/sms_record.lua for message `sid` ('sent' by its sender, or 'settle' a stale
+    claim from Twilio's record): the claim, its record, the counts."""
     record = {"incident_id": incident_id, "seq": str(seq), "to": phone, "status": status,
               "segments": str(count), "created_at": svc.now().isoformat(), **extra}
-    return int(svc.eval(script, 4, claim, keys.sms_message(sid),
-                        keys.incident_counters(incident_id), keys.metrics_sms(), expected, sid,
-                        keys.SMS_TTL, *field_args(record)))
+    return int(svc.script("sms_record")(
+        keys=[claim, keys.sms_message(sid), keys.incident_counters(incident_id),
+              keys.metrics_sms()],
+        args=[mode, expected, sid, keys.SMS_TTL, *field_args(record)]))
 
 
 def _release(svc: Services, claim: str, held: str, incident_id: str, failed: str = "") -> bool:
-    """_RELEASE: delete the claim (or mark it `failed`) if this sender still holds it."""
-    return bool(svc.eval(_RELEASE, 3, claim, keys.incident_counters(incident_id),
-                         keys.metrics_sms(), held, failed, keys.SMS_TTL))
+    """ivr/lua/sms_release.lua: delete the claim (or mark it `failed`) if this sender still
+    holds it."""
+    return bool(svc.script("sms_release")(
+        keys=[claim, keys.incident_counters(incident_id), keys.metrics_sms()],
+        args=[held, failed, keys.SMS_TTL]))
 
 
 def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim: str,
@@ -414,7 +360,7 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
     if code == 21610:
         opt_out(svc, phone, "twilio-21610")
     elif code in REFUSED_FOR_GOOD_CODES:
-        svc.redis.sadd(keys.sms_undeliverable(), phone)
+        undeliverable.mark(svc, phone, code)
     log.log(logging.INFO if code in REFUSED_NUMBER_CODES else logging.WARNING,
             "sms refused for this number code=%s to=%s", code, mask(phone))
     return "failed"

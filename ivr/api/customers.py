@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, current_app, jsonify, request
 
-from ivr import current_services, customer, schemas
+from ivr import current_services, customer, schemas, undeliverable
 from ivr.api import actor, bp, json_body
 from ivr.errors import ApiError, invalid
 from ivr.phone import normalize
@@ -103,11 +103,13 @@ def import_customers() -> tuple[Response, int]:
 
 @bp.get("/customers/<phone>")
 def show_customer(phone: str) -> Response:
-    """One customer by number in any format, with the suppression-list state (`opted_out`)."""
+    """One customer by number in any format, with the suppression-list state (`opted_out`)
+    and any undeliverable mark (`sms_undeliverable`)."""
     e164 = normalize(phone)
     if e164 is None:
         raise invalid("phone", "phone is not a valid phone number")
     found, opted_out = customer.get(current_services(), e164)
     if found is None:
         raise ApiError(404, "not_found", "no customer with that phone number", "phone")
-    return jsonify(found.to_json(opted_out=opted_out))
+    mark = undeliverable.get(current_services(), e164)
+    return jsonify(found.to_json(opted_out=opted_out, mark=mark))

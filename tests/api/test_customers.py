@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from ivr import customer, keys
+from ivr import customer, keys, undeliverable
 from ivr.customer import CustomerUpdate
 
 PHONE = "+819012345678"
@@ -88,6 +88,7 @@ def test_put_one_customer_stores_it_and_answers_with_it(admin: Any, redis: Any) 
         "updated_at": UPDATED_AT,
         "updated_by": "bootstrap",
         "opted_out": False,
+        "sms_undeliverable": None,
     }
     assert response.get_json() == {"upserted": 1, "customers": [expected]}
     assert redis.hgetall(keys.customer(PHONE)) == {
@@ -127,6 +128,7 @@ def test_put_minimal_customer_gets_defaults(admin: Any, redis: Any) -> None:
             "updated_at": UPDATED_AT,
             "updated_by": "bootstrap",
             "opted_out": False,
+            "sms_undeliverable": None,
         }
     ]
     assert ivr_keys(redis) == [keys.customer("+81312345678"), keys.customers_all()]
@@ -594,6 +596,7 @@ def test_get_normalises_the_number(admin: Any, redis: Any, yamada: Any) -> None:
         "updated_at": UPDATED_AT,
         "updated_by": "bootstrap",
         "opted_out": False,
+        "sms_undeliverable": None,
     }
 
 
@@ -605,6 +608,19 @@ def test_get_shows_suppression_list_state(admin: Any, redis: Any, yamada: Any) -
     assert response.status_code == 200
     body = response.get_json()
     assert (body["sms_opt_in"], body["opted_out"]) == (True, True)
+
+
+def test_get_shows_an_undeliverable_mark_until_an_upsert_lifts_it(
+        admin: Any, svc: Any, yamada: Any) -> None:
+    undeliverable.mark(svc, PHONE, 30005)
+
+    shown = admin.get("/api/customers/+819012345678").get_json()["sms_undeliverable"]
+    assert shown == {"error_code": 30005, "until": "2026-12-23T01:00:00Z"}
+
+    echoed = admin.put("/api/customers", json={"phone": PHONE}).get_json()["customers"][0]
+    assert echoed["sms_undeliverable"] is None
+    assert admin.get("/api/customers/+819012345678").get_json()["sms_undeliverable"] is None
+    assert not svc.redis.exists(keys.sms_undeliverable(PHONE))
 
 
 def test_get_unknown_customer_is_404_json(admin: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ivr import keys, person
+from ivr import incident, keys, person
 from tests.conftest import ADMIN_TOKEN
 
 NOW = "2026-11-23T01:00:00Z"  # the clock fixture's start: 10:00 in Tokyo
@@ -55,7 +55,7 @@ def active(redis: Any, incident_id: str) -> dict[str, Any] | None:
 
 
 def incident_keys(redis: Any) -> list[str]:
-    """Every incident key (the id counter excepted: a refused declaration may bump it)."""
+    """Every incident key."""
     return sorted(redis.keys("{ivr}:incident:*") + redis.keys("{ivr}:incidents:*"))
 
 
@@ -111,7 +111,7 @@ def test_declare_answers_201_with_id_and_next_update_from_the_cadence(
 
     assert response.status_code == 201
     doc = response.get_json()
-    assert doc["id"] == "INC-20261123-0001"
+    assert re.fullmatch(r"INC-20261123-1000-[0-9A-HJKMNP-TV-Z]{4}", doc["id"])
     assert doc["severity"] == severity
     assert doc["status"] == "investigating"
     assert doc["created_at"] == NOW
@@ -122,19 +122,41 @@ def test_declare_answers_201_with_id_and_next_update_from_the_cadence(
     assert active(redis, doc["id"])["next_update_at"] == next_update
 
 
-def test_ids_count_up_and_carry_the_tokyo_date(admin, clock):
+def test_ids_carry_the_tokyo_date_and_minute(admin, clock):
     first = declare(admin)
-    second = declare(admin)
     clock.move_to("2026-11-23T15:30:00Z")  # 00:30 on the 24th in Tokyo, still the 23rd in UTC
-    third = declare(admin)
+    second = declare(admin)
 
-    assert [first["id"], second["id"], third["id"]] == [
-        "INC-20261123-0001",
-        "INC-20261123-0002",
-        "INC-20261124-0003",
-    ]
-    for doc in (first, second, third):
-        assert re.fullmatch(r"INC-\d{8}-\d{4}", doc["id"])
+    assert re.fullmatch(r"INC-20261123-1000-[0-9A-HJKMNP-TV-Z]{4}", first["id"])
+    assert re.fullmatch(r"INC-20261124-0030-[0-9A-HJKMNP-TV-Z]{4}", second["id"])
+
+
+def test_ids_are_never_reused_even_after_redis_loses_its_data(admin, redis, clock):
+    """A counter in Redis falls back with lost data, while RQ's job ids, SMS claims, logs and
+    reports still carry the lost incident's id: ids must not come from what Redis holds."""
+    seen = set()
+    for _ in range(20):
+        seen.add(declare(admin)["id"])
+        redis.flushdb()  # kill -9 of a Redis without an append-only file
+    assert len(seen) == 20  # all in the same minute
+
+
+def test_a_drawn_id_already_stored_is_drawn_again(admin, redis, clock, monkeypatch):
+    draws = iter(["INC-20261123-1000-AAAA", "INC-20261123-1000-AAAA", "INC-20261123-1000-BBBB"])
+    monkeypatch.setattr(incident, "new_id", lambda svc: next(draws))
+
+    assert [declare(admin)["id"], declare(admin)["id"]] == [
+        "INC-20261123-1000-AAAA", "INC-20261123-1000-BBBB"]
+
+
+def test_earlier_counter_ids_still_name_their_incidents(admin, redis, clock):
+    doc = declare(admin)
+    old = "INC-20261123-0001"
+    for key in (keys.incident, keys.incident_timeline, keys.incident_counters):
+        redis.rename(key(doc["id"]), key(old))
+    redis.set(keys.incident(old), redis.get(keys.incident(old)).replace(doc["id"], old))
+
+    assert admin.get(f"/api/incidents/{old}").get_json()["id"] == old
 
 
 def test_declare_stores_the_document_the_active_copy_and_the_first_timeline_entry(
@@ -223,6 +245,7 @@ def test_notify_defaults_to_true_and_keeps_false(admin, clock):
 
 def test_list_active_excludes_resolved_incidents_and_all_includes_them(admin, clock):
     first = declare(admin)
+    clock.tick(1)  # newest first: ids do not order incidents declared in the same instant
     second = declare(admin, severity="minor")
     resolved = admin.post(f"/api/incidents/{first['id']}/resolve", json={"message": "復旧しました"})
     assert resolved.status_code == 200

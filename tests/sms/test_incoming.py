@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ivr import create_app, inbound, keys
+from ivr import create_app, inbound, keys, undeliverable
 from ivr.customer import Customer
 from ivr.segments import segments
 from ivr.services import build_services
@@ -87,6 +87,21 @@ def test_start_words_opt_in_and_confirm_only_when_it_changed(svc, text, body):
     svc.redis.sadd(keys.sms_optout(), SENDER)
     assert messages(text(body)) == [OPT_IN_JA]
     assert not opted_out(svc)
+
+
+def test_start_lifts_an_undeliverable_mark_and_confirms(svc, text):
+    """A number that texts us takes messages, whatever a carrier said of it before."""
+    undeliverable.mark(svc, SENDER, 30005)
+
+    assert messages(text("START")) == [OPT_IN_JA]
+    assert not svc.redis.exists(keys.sms_undeliverable(SENDER))
+    assert messages(text("START")) == []  # nothing left to lift: nothing to confirm
+
+
+def test_stop_leaves_an_undeliverable_mark(svc, text):
+    undeliverable.mark(svc, SENDER, 30005)
+    text("STOP")
+    assert undeliverable.get(svc, SENDER) is not None
 
 
 def test_english_customers_get_english_confirmations(svc, text):
@@ -200,6 +215,17 @@ def test_status_in_english(svc, text):
         "We found the cause.\n"
         "Expected recovery: Nov 23, 3:30 PM\n"
         "Next update: about 11:00 AM"]
+
+
+def test_status_gives_the_date_of_a_next_update_on_another_day(svc, text, clock):
+    put_incident(svc, next_update_at="2026-11-23T15:30:00Z")  # 0:30 tomorrow in Tokyo
+    add_customer(svc)
+    assert messages(text("状況"))[0].endswith("次回のお知らせ: 11月24日0時30分ごろ")
+    add_customer(svc, language="en")
+    assert messages(text("STATUS"))[0].endswith("Next update: about Nov 24, 12:30 AM")
+
+    clock.move_to("2026-11-23T15:00:00Z")  # 0:00 on the 24th: now the same day
+    assert messages(text("STATUS"))[0].endswith("Next update: about 12:30 AM")
 
 
 def test_a_long_status_reply_is_cut_to_its_segment_budget(svc, text):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ivr import create_app, delivery, keys
+from ivr import create_app, delivery, keys, undeliverable
 from ivr.services import build_services
 from tests.conftest import PUBLIC_BASE_URL, START, make_config, parse_twiml, sign
 from tests.factories import add_customer, declare, new_message_sid
@@ -125,7 +125,7 @@ def test_21610_opts_the_number_out(svc, callback):
     callback(sid, "failed", "21610")
     assert svc.redis.sismember(keys.sms_optout(), PHONE)
     assert counters(svc)["failed"] == 1
-    assert not svc.redis.sismember(keys.sms_undeliverable(), PHONE)
+    assert not svc.redis.exists(keys.sms_undeliverable(PHONE))
 
 
 def test_21610_uses_the_number_we_sent_to_not_the_form(svc, callback):
@@ -138,7 +138,8 @@ def test_21610_uses_the_number_we_sent_to_not_the_form(svc, callback):
 def test_carrier_refusals_mark_the_number_undeliverable(svc, callback, code):
     sid = sent_message(svc)
     callback(sid, "undelivered", code)
-    assert svc.redis.smembers(keys.sms_undeliverable()) == {PHONE}
+    assert undeliverable.get(svc, PHONE) == undeliverable.Mark(int(code), "2026-12-23T01:00:00Z")
+    assert 29 * 86400 < svc.redis.ttl(keys.sms_undeliverable(PHONE)) <= 30 * 86400
     assert not svc.redis.sismember(keys.sms_optout(), PHONE)
     assert resend_jobs(svc) == []
 
@@ -158,7 +159,7 @@ def test_a_temporary_failure_schedules_exactly_one_resend(svc, callback, code):
     assert when == datetime(2026, 11, 23, 1, 15, tzinfo=UTC)
     assert record(svc, sid)["resend"] == "2026-11-23T01:00:00+00:00"
     assert counters(svc)["failed"] == 1
-    assert not svc.redis.sismember(keys.sms_undeliverable(), PHONE)
+    assert not svc.redis.exists(keys.sms_undeliverable(PHONE))
 
 
 def test_a_resent_message_is_not_resent_again(svc, callback):
@@ -199,7 +200,7 @@ def test_30007_halts_the_update_and_alerts_once(svc, callback, caplog, status):
                             f"message_sid={sid}: ")
     assert counters(svc) == {"sent": 1, "delivered": 0, "failed": 1}
     assert resend_jobs(svc) == []
-    assert not svc.redis.sismember(keys.sms_undeliverable(), PHONE)  # the number is fine
+    assert not svc.redis.exists(keys.sms_undeliverable(PHONE))  # the number is fine
 
 
 def test_30007_on_a_resend_halts_the_update_it_repeats(svc, callback):

@@ -1,4 +1,4 @@
-"""The caller's script (call._INCOMING) decides in Lua who an incident applies to; the SMS
+"""The caller's script (ivr/lua/incoming.lua) decides in Lua who an incident applies to; the SMS
 status reply (ivr.inbound) decides it in Python (incident.applies). Both must agree for every
 kind of scope, audience and caller, or a caller would hear one thing and read another."""
 
@@ -148,3 +148,16 @@ def test_keys_no_version_reads_are_removed_when_the_app_starts(svc, config):
     create_app(config, services=svc)
 
     assert not svc.redis.exists(*keys.RETIRED)
+
+
+def test_undeliverable_numbers_of_earlier_versions_expire_after_the_upgrade(svc, config):
+    """The set earlier versions kept had no expiry: each number becomes a mark that does."""
+    from ivr import create_app
+
+    svc.redis.sadd(keys.RETIRED_UNDELIVERABLE, KNOWN, BARE)
+
+    create_app(config, services=svc)
+
+    assert not svc.redis.exists(keys.RETIRED_UNDELIVERABLE)
+    for phone in (KNOWN, BARE):
+        assert 29 * 86400 < svc.redis.ttl(keys.sms_undeliverable(phone)) <= 30 * 86400

@@ -318,22 +318,16 @@ def test_calls_whose_last_status_callback_never_came_leave_the_line_after_a_day(
 
 def test_recent_calls_are_trimmed_to_the_newest_at_the_minute_sweep(
         twilio_post, svc, clock, monkeypatch):
-    from ivr import call as calls
-
     monkeypatch.setattr(keys, "RECENT_CALLS_MAX", 3)
-    calls._incoming_script.cache_clear()  # the limit is written into the script's source
-    try:
-        sids = []
-        for n in range(5):
-            sids.append(new_sid())
-            twilio_post("/voice/incoming", CallSid=sids[-1], From=f"+81901234561{n}")
-            clock.tick(1)
-        assert svc.redis.zcard(keys.calls_recent()) == 5  # not at every call
-
-        clock.tick(60)
+    sids = []
+    for n in range(5):
         sids.append(new_sid())
-        twilio_post("/voice/incoming", CallSid=sids[-1], From="+819012345619")
-    finally:
-        calls._incoming_script.cache_clear()
+        twilio_post("/voice/incoming", CallSid=sids[-1], From=f"+81901234561{n}")
+        clock.tick(1)
+    assert svc.redis.zcard(keys.calls_recent()) == 5  # not at every call
+
+    clock.tick(60)
+    sids.append(new_sid())
+    twilio_post("/voice/incoming", CallSid=sids[-1], From="+819012345619")
 
     assert svc.redis.zrange(keys.calls_recent(), 0, -1) == sids[2:]

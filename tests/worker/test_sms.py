@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -263,7 +264,29 @@ def test_a_number_twilio_refuses_for_good_is_not_tried_again_by_later_updates(
     admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "調査中です。"})
     run_jobs()
     assert len(fake_twilio.messages_sent()) == 1
-    assert svc.redis.sismember(keys.sms_undeliverable(), JA)
+    assert json.loads(svc.redis.get(keys.sms_undeliverable(JA))) == {
+        "error_code": code, "until": "2026-12-23T01:00:00Z"}  # flows/sms.yaml: 30 days
+    assert 29 * 86400 < svc.redis.ttl(keys.sms_undeliverable(JA)) <= 30 * 86400
+
+
+@pytest.mark.parametrize("way_back", ["upsert", "import"])
+def test_an_upsert_or_import_of_the_customer_lets_a_refused_number_be_tried_again(
+        admin, customers, svc, fake_twilio, run_jobs, way_back):
+    fake_twilio.fail_next.append((400, 21211))
+    inc = declare(admin, scope={"numbers": [JA]}, audience="affected")
+    run_jobs()
+    assert svc.redis.exists(keys.sms_undeliverable(JA))
+
+    if way_back == "upsert":  # ops corrected or confirmed the number
+        assert admin.put("/api/customers", json={"phone": JA}).status_code == 200
+    else:
+        assert admin.post("/api/customers/import", data=f"phone\n{JA}\n".encode(),
+                          content_type="text/csv").status_code == 200
+    admin.post(f"/api/incidents/{inc['id']}/updates", json={"message": "調査中です。"})
+    run_jobs()
+
+    assert len(fake_twilio.messages_sent()) == 2
+    assert fake_twilio.sent_to() == {JA: 1}
 
 
 def test_a_number_twilio_cannot_reach_now_is_tried_again_by_the_next_update(
@@ -289,7 +312,7 @@ def test_a_refusal_not_about_the_number_halts_the_fan_out_for_a_resume(
     for phone in (JA, EN, VIP):
         assert not svc.redis.exists(keys.sms_claim(inc["id"], 0, phone))
     assert admin.get(f"/api/incidents/{inc['id']}").get_json()["counters"]["sms_failed"] == 0
-    assert svc.redis.scard(keys.sms_undeliverable()) == 0
+    assert list(svc.redis.scan_iter(keys.sms_undeliverable("*"))) == []
     fake_twilio.fail_next.clear()  # ops fixed the account, and resume
     resumed = resume_cli(app, inc["id"], "0")
     assert resumed.exit_code == 0, resumed.output
@@ -324,7 +347,7 @@ def test_a_refusal_of_one_odd_number_fails_that_number_and_the_others_get_theirs
     failed = [p for p in (JA, EN, VIP)
               if svc.redis.get(keys.sms_claim(inc["id"], 0, p)) == f"failed:{code}"]
     assert len(failed) == 1
-    assert not svc.redis.sismember(keys.sms_undeliverable(), failed[0])
+    assert not svc.redis.exists(keys.sms_undeliverable(failed[0]))
 
 
 def test_announcement_over_the_segment_limit_is_refused_and_nothing_written(admin, svc):
