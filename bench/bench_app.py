@@ -23,7 +23,7 @@ from ivr import create_app as create_ivr_app
 from ivr import current_services, keys
 from ivr.signature import twilio_signed
 from ivr.twiml import twiml
-from ivr.voice_twiml import callback_url
+from ivr.voice.twiml import callback_url
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 

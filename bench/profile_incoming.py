@@ -94,7 +94,7 @@ def steps(app: Any, svc: Any, froms: list[str]) -> dict[str, float]:
     from ivr import keys
     from ivr.phone import mask
     from ivr.twiml import twiml
-    from ivr.voice_twiml import callback_url
+    from ivr.voice.twiml import callback_url
 
     svc.redis.delete(*([k for k in svc.redis.scan_iter("{ivr}:caller:*", count=10_000)]
                        or ["-"]))
@@ -123,7 +123,7 @@ def steps(app: Any, svc: Any, froms: list[str]) -> dict[str, float]:
         ",".join(cp[1].tags) or "-"), pairs)
     with app.test_request_context("/voice/incoming", method="POST"):
         # The view's TwiML part: everything after answer_incoming, through the Response.
-        from ivr import voice
+        from ivr.voice import caller as voice
 
         build = getattr(voice, "greeting_twiml", None)
         if build is not None:

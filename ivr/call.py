@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from rq.exceptions import DuplicateJobError
+
 from ivr import incident, keys
 from ivr.phone import caller_id, is_mobile
 from ivr.services import Services, field_args
+
+log = logging.getLogger(__name__)
 
 # The waiting line orders callers by band, then by when they joined: a score of
 # band * BAND_SCALE + epoch ms. ivr/lua/incoming.lua and enqueue.lua hold the same numbers
@@ -62,6 +67,13 @@ class Announcement:
     status: str
 
 
+def announcement_of(doc: Mapping[str, Any], lang: str) -> Announcement:
+    """What a caller in `lang` hears of one incident document."""
+    recording, text = incident.announcement_for(doc, lang)
+    return Announcement(doc["id"], recording, text, doc.get("eta"), doc.get("next_update_at"),
+                        doc["status"])
+
+
 @dataclass(frozen=True)
 class Greeting:
     """What /voice/incoming plays and how the call was tagged, as incoming.lua decided."""
@@ -103,10 +115,7 @@ def answer_incoming(svc: Services, call: CallInfo) -> Greeting:
     announcements = []
     for incident_id in json.loads(ids):
         if incident_id in docs:
-            doc = _incident_doc(docs[incident_id])
-            recording, text = incident.announcement_for(doc, lang)
-            announcements.append(Announcement(incident_id, recording, text, doc.get("eta"),
-                                              doc.get("next_update_at"), doc["status"]))
+            announcements.append(announcement_of(_incident_doc(docs[incident_id]), lang))
     return Greeting(lang, json.loads(tags), tuple(announcements), bool(created))
 
 
@@ -130,12 +139,68 @@ def enqueue(svc: Services, call_sid: str, said: Mapping[str, str] | None = None
     return Queued(int(band), str(lang), json.loads(tags or "[]"))
 
 
+def requeue_priority(svc: Services, call_sid: str) -> list[str]:
+    """Put a caller nobody could take back in the waiting line, at its front (band
+    BAND_PRIORITY, state 'requeued'); their tags for the task."""
+    mark(svc, call_sid, state="requeued", band=str(BAND_PRIORITY))
+    queued = enqueue(svc, call_sid)
+    return queued.tags if queued else []
+
+
+def requeue_if_unanswered(svc: Services, call_sid: str, esc_state: str, *,
+                          with_operator: bool = False) -> list[str] | None:
+    """After an escalation started: when no SV is on call (`esc_state` 'exhausted') and no
+    operator comes into the room with the caller, requeue them with priority and return
+    their tags; otherwise None (the caller goes to their conference)."""
+    if esc_state == "exhausted" and not with_operator:
+        return requeue_priority(svc, call_sid)
+    return None
+
+
 def next_caller(svc: Services, agent_call_sid: str) -> dict[str, Any] | None:
     """Take the waiting caller with the highest priority for this operator."""
     sid = svc.script("next_caller")(
         keys=[keys.waiting(), keys.agent_assignment(agent_call_sid)],
         args=[agent_call_sid, keys.AGENT_ASSIGNMENT_TTL, keys.call("*")])
     return get(svc, sid) if sid else None
+
+
+def redirect_to_conference(svc: Services, caller_sid: str, url: str, agent_sid: str) -> None:
+    """Queue the REST redirect that takes the caller out of the Twilio queue to `url` (their
+    conference); the job id makes a retried operator webhook queue it once."""
+    try:
+        svc.queue.enqueue("worker.calls.redirect_call", caller_sid, url,
+                          job_id=f"redirect-{caller_sid}", unique=True,
+                          retry=None, description=f"redirect {caller_sid}")
+        log.info("operator takes caller call_sid=%s agent_call_sid=%s", caller_sid, agent_sid)
+    except DuplicateJobError:
+        log.info("redirect already queued call_sid=%s", caller_sid)
+
+
+def note_connected(svc: Services, call_sid: str, record: Mapping[str, Any], *, joined: bool,
+                   taskrouter: bool) -> None:
+    """The caller is now with an operator: mark the call connected, so an escalation does
+    not move them away from one.
+
+    `joined`: they meet in their conference (the REST redirect out of the queue). Otherwise
+    the operator's <Dial><Queue> bridges the two directly, outside the conference; in
+    TaskRouter mode that is noted as `bridge` 'queue', so that an escalation brings both
+    into the room (the operator's <Dial action> follows the caller there). A retry keeps a
+    later 'conference'. Without TaskRouter only the Redis-down operator line bridges so: its
+    <Dial> has no action to follow the caller, and nobody is in the room, so the call is
+    noted `bridge` 'direct' and an escalation is refused (BRIDGED_OUTSIDE_ROOM).
+    """
+    if joined:
+        mark(svc, call_sid, state="connected")
+    elif record.get("state") != "completed":
+        how = "queue" if taskrouter else "direct"
+        bridge = {} if record.get("bridge") else {"bridge": how}
+        mark(svc, call_sid, state="connected", **bridge)
+
+
+BRIDGED_OUTSIDE_ROOM = "direct"
+"""`bridge` of a caller the Redis-down operator line took straight from Twilio's queue: they
+talk outside their conference, where no SV can join them."""
 
 
 def close(svc: Services, call_sid: str, status: str, duration: str | None) -> bool:

@@ -55,7 +55,7 @@ SAMPLE: dict[str, Any] = {
     "why": {"trigger": "repeat", "reason": "repeat", "note": "二度目の折り返しです"},
     "incident_start": datetime(2026, 11, 23, 10, 0, tzinfo=TOKYO),
     "first_call": datetime(2026, 11, 23, 10, 5, tzinfo=TOKYO),
-    "window_hours": 24, "today": date(2026, 11, 23),
+    "window_hours": 24, "today": date(2026, 11, 23), "others": 17, "more_key": "8",
 }
 # The same names with nothing known: the quiet branches ("確認中", no position, no name).
 EMPTY: dict[str, Any] = {
@@ -66,6 +66,7 @@ EMPTY: dict[str, Any] = {
     "tags": [], "intent": [], "waited_minutes": 0, "offer_sms": False, "auto": True,
     "incident": False,
     "due": SAMPLE["due"], "minutes": 1, "window_hours": 24, "today": SAMPLE["today"],
+    "others": 1, "more_key": "",
     "who": {"name": "", "tier": "", "registered": False, "call_number": 1},
     "what": {"transcript": "", "intent": [], "purpose": ""},
     "where": {"line": "", "services": []},

@@ -31,10 +31,16 @@ _VOICE = {
     },
 }
 
+# A caller hears at most this many announcements in full per answer. With ANNOUNCEMENT_MAX
+# (1,000) characters each, escaped at worst to 5 bytes a character ("&amp;"), five take
+# 25 kB: every /voice/incoming answer stays under Twilio's 64 kB (error 11750).
+ANNOUNCED_IN_FULL_MAX = 5
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "call.yaml": {
         "type": "object",
-        "required": ["default_language", "languages", "queue", "gather", "menu", "agent"],
+        "required": ["default_language", "languages", "queue", "gather", "menu", "agent",
+                     "announcements"],
         "additionalProperties": False,
         "properties": {
             "default_language": {"enum": list(LANGS),
@@ -76,6 +82,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "additionalProperties": False,
                 "patternProperties": {"^[0-9]$": {"type": "string", "pattern": "^[a-z_]+$"}},
                 "description": "single digit keys mapping to a purpose name such as incident",
+            },
+            "announcements": {
+                "type": "object", "required": ["in_full", "more_key"],
+                "additionalProperties": False,
+                "properties": {
+                    "in_full": {"type": "integer", "minimum": 1,
+                                "maximum": ANNOUNCED_IN_FULL_MAX,
+                                "description": "how many incidents a caller hears in full "
+                                               "before the menu, 1 to "
+                                               f"{ANNOUNCED_IN_FULL_MAX}"},
+                    "more_key": {"type": "string", "pattern": "^[0-9]$",
+                                 "description": "one digit, not used by the menu, that plays "
+                                                "the next incidents"},
+                },
             },
             "agent": {
                 "type": "object", "required": ["idle_pause", "allowed_from"],
@@ -349,6 +369,15 @@ def load_flows(directory: str | Path) -> Flows:
             f"{call_yaml}:{line}: gather.speech_timeout: 'auto' does not work with "
             f"speech_model {gather['speech_model']!r}. Fix: use whole seconds, such as 2, "
             "or set speech_model: null."
+        )
+    announcements = loaded["call.yaml"]["announcements"]
+    if announcements["more_key"] in loaded["call.yaml"]["menu"]:
+        call_yaml = root / "call.yaml"
+        line = _line_of(yaml.compose(call_yaml.read_text(encoding="utf-8"),
+                                     Loader=yaml.SafeLoader), ["announcements", "more_key"])
+        raise FlowError(
+            f"{call_yaml}:{line}: announcements.more_key: {announcements['more_key']!r} is "
+            "already a menu key. Fix: use a digit the menu does not use, or change the menu."
         )
     return Flows(call=loaded["call.yaml"], incidents=loaded["incidents.yaml"],
                  escalation=loaded["escalation.yaml"], sms=loaded["sms.yaml"])

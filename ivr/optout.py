@@ -115,6 +115,17 @@ def opt_in(svc: Services, phone: str, source: str) -> bool:
     return changed
 
 
+def toggle_by_key(svc: Services, call_sid: str, phone: str, turn: int) -> bool:
+    """The call menu's SMS key: flip `phone` on or off the suppression list, once per menu
+    `turn` of the call (a Twilio retry of the same turn changes nothing). Returns whether
+    the number is opted out now."""
+    opted_out, flipped = svc.script("sms_key_toggle")(
+        keys=[keys.call(call_sid), keys.sms_optout()], args=[turn, phone])
+    log.info("sms %s by key phone=%s call_sid=%s turn=%s changed=%s",
+             "opt-out" if opted_out else "opt-in", mask(phone), call_sid, turn, bool(flipped))
+    return bool(opted_out)
+
+
 def is_opted_out(svc: Services, phone: str) -> bool:
     """Whether `phone` is on the suppression list."""
     return bool(svc.redis.sismember(keys.sms_optout(), phone))

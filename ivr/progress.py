@@ -17,6 +17,8 @@ from rq.exceptions import DuplicateJobError
 from ivr import cadence, incident, keys
 from ivr.errors import invalid
 from ivr.lang import LANGS
+from ivr.optout import opt_in
+from ivr.phone import mask
 from ivr.segments import over_by, segments
 from ivr.services import Services
 
@@ -164,3 +166,20 @@ def queue_fan_out(svc: Services, doc: dict[str, Any], seq: int, *, urgent: bool)
                      when.isoformat())
     except DuplicateJobError:
         log.info("fan-out already queued job_id=%s", job_id)
+
+
+def subscribe_caller(svc: Services, call_sid: str, incident_id: str, phone: str) -> bool:
+    """A waiting caller's key: take `phone` off the suppression list and subscribe it to the
+    incident's updates; a new subscriber is confirmed by one SMS (one job per call, so a
+    retried webhook queues nothing more). True when the number was not subscribed."""
+    opt_in(svc, phone, "voice-queue-key")
+    if not svc.redis.sadd(keys.incident_subscribers(incident_id), phone):
+        return False
+    try:
+        svc.sms_queue.enqueue("worker.sms.confirm_subscription", incident_id, phone,
+                              job_id=f"subscribed-{incident_id}-{call_sid}", unique=True,
+                              retry=JOB_RETRY)
+    except DuplicateJobError:
+        pass
+    log.info("subscribed by key call_sid=%s from=%s", call_sid, mask(phone))
+    return True

@@ -88,15 +88,6 @@ class Services:
             found = self._scripts[name] = lua.register(self.redis, name)
         return found
 
-    def eval(self, source: str, numkeys: int, *keys_and_args: Any) -> Any:
-        """`redis.eval`'s signature over a script given as text, by EVALSHA. Only for the
-        one script still in a Python string (ivr/voice_sms.py, being moved with the voice
-        package); everything else goes through script(name)."""
-        found = self._scripts.get(source)
-        if found is None:
-            found = self._scripts[source] = self.redis.register_script(source)
-        return found(keys=keys_and_args[:numkeys], args=keys_and_args[numkeys:])
-
     def local(self, iso: str | None) -> datetime | None:
         """A stored UTC ISO time in IVR_TIMEZONE, for what people read and hear."""
         if not iso:

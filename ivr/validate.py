@@ -8,19 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Request
-
-from ivr.errors import ApiError, invalid
-
-
-def json_object(req: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400/415 saying what is wrong with it."""
-    if not req.is_json:
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    body = req.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    return body
+from ivr.errors import invalid
 
 
 def only_fields(body: Mapping[str, Any], allowed: Iterable[str], prefix: str = "") -> None:

@@ -68,6 +68,12 @@ BROKEN = {
     "cadence missing": (
         "incidents.yaml", "  minor: 120\n", "", "cadence_minutes:",
         "cadence_minutes.minor", "120 to 180 minutes"),
+    "too many announcements in full": (
+        "call.yaml", "  in_full: 3\n", "  in_full: 6\n", "  in_full: 6",
+        "announcements.in_full", "1 to 5"),
+    "more key taken by the menu": (
+        "call.yaml", '  more_key: "8"\n', '  more_key: "9"\n', '  more_key: "9"',
+        "announcements.more_key", "a digit the menu does not use"),
     "queue name with a space": (
         "call.yaml", "  name: support\n", "  name: support desk\n", "  name: support desk",
         "queue.name", "a Twilio queue name"),

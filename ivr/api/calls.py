@@ -78,6 +78,10 @@ def escalate(call_sid: str) -> tuple[Response, int]:
     record = _live_call(svc, call_sid)
     if record.get("state") == "completed":
         raise ApiError(409, "call_ended", f"call {call_sid} has ended")
+    if record.get("bridge") == call.BRIDGED_OUTSIDE_ROOM and record.get("state") == "connected":
+        raise ApiError(409, "not_in_conference", f"call {call_sid} was taken on the operator "
+                       "line while Redis was down and is not in its conference, so no "
+                       "supervisor can join it; hand it over by phone")
     if record.get("esc_state") in ("dialing", "ringing", "accepted"):
         raise ApiError(409, "already_escalated", f"call {call_sid} is already escalated")
     if not supervisor.candidates(svc, str(reason)):

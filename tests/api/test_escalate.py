@@ -233,3 +233,24 @@ def test_call_record_shows_context_and_tags(admin, roster, twilio_post, svc):
     assert record["context"]["what"]["transcript"] == "返金してほしい"
     assert not any(k.startswith("esc_") for k in record)
     assert json.loads(json.dumps(record))["escalation"]["candidates"] == ["渡辺課長"]
+
+
+def test_a_caller_taken_on_the_redis_down_operator_line_cannot_be_escalated(
+        admin, roster, twilio_post, svc, fake_twilio, run_jobs):
+    """The operator line without Redis takes the caller with <Dial><Queue url=/voice/connecting>
+    (tests/voice/test_redis_down.py): Twilio bridges the two directly, outside the caller's
+    conference, and the call says so; an SV rung now would join an empty room: 409."""
+    sid = waiting_caller(twilio_post, svc)
+    root = parse_twiml(twilio_post("/voice/connecting", CallSid=sid))  # Redis is back
+    assert verbs(root) == ["Say"]
+    assert svc.redis.hmget(keys.call(sid), "state", "bridge") == ["connected", "direct"]
+    run_jobs()
+    fake_twilio.reset()
+    before = svc.redis.hgetall(keys.call(sid))
+
+    response = admin.post(f"/api/calls/{sid}/escalate", json={"reason": "money"})
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "not_in_conference"
+    run_jobs()
+    assert fake_twilio.calls_created() == []
+    assert svc.redis.hgetall(keys.call(sid)) == before

@@ -135,3 +135,109 @@ def test_the_web_starts_with_redis_down_and_says_the_upgrade_waits(tmp_path, fak
         line = Line(f"unix://{tmp_path}/nothing-listens-here.sock", fake_twilio.url)
     line.close()
     assert "upgrade skipped, redis unavailable (ConnectionError)" in caplog.messages
+
+
+# Each voice endpoint: a request Twilio could send it, and what that leg must hear with
+# Redis refused or hung. A new voice endpoint fails test_every_voice_endpoint_is_listed
+# until it is added here with the answer its kind of leg gets.
+CALLER, SV, OPERATOR = "caller", "sv", "operator"
+SV_SORRY = ("申し訳ございません。ただいまシステムに接続できないため、この呼び出しを終了いたします。"
+            "接続が戻りしだい、あらためてお電話いたします。")
+TARGET = f"call={'CA' + 'a' * 32}&attempt=1"
+RESERVATION = "WR" + "b" * 32
+
+
+def only(*tags: str) -> Any:
+    def check(root: Any) -> None:
+        assert verbs(root) == list(tags)
+    return check
+
+
+def _apology_then_queue(root: Any) -> None:
+    assert verbs(root) == ["Say", "Enqueue"]
+    assert root[0].text == APOLOGY
+    assert root[1].text == "support"
+
+
+def _sv_sorry_then_hang_up(root: Any) -> None:
+    assert verbs(root) == ["Say", "Hangup"]
+    assert root[0].text == SV_SORRY
+
+
+def _operator_takes_from_twilio_queue(root: Any) -> None:
+    assert verbs(root) == ["Say", "Dial"]
+    assert root[0].text == APOLOGY
+    assert root[1].find("Queue").text == "support"
+
+
+def _reserved_caller_without_whisper(root: Any) -> None:
+    assert verbs(root) == ["Dial"]
+    queue = root[0].find("Queue")
+    assert (queue.text, queue.attrib["reservationSid"]) == ("support", RESERVATION)
+
+
+LEGS: dict[str, tuple[str, str, dict[str, str], Any]] = {
+    # endpoint: (kind of leg, path, form, check of the parsed TwiML or the status code)
+    "voice.incoming": (CALLER, "/voice/incoming", {"From": "+819012345678"},
+                       _apology_then_queue),
+    "voice.gather_result": (CALLER, "/voice/gather", {"Digits": "1"}, _apology_then_queue),
+    "voice.queue_wait": (CALLER, "/voice/queue-wait", {"QueuePosition": "2"},
+                         only("Say", "Play")),
+    "voice.queue_key": (CALLER, "/voice/queue-key", {"Digits": "1"},
+                        only("Redirect")),
+    "voice.connecting": (CALLER, "/voice/connecting?join=1", {},
+                         only("Say", "Dial")),
+    "voice.status": (CALLER, "/voice/status", {"CallStatus": "completed"}, 503),
+    "voice.fallback": (CALLER, "/voice/fallback", {},
+                       only("Say", "Enqueue")),
+    "voice.transfer": (CALLER, "/voice/transfer?trigger=operator", {}, _apology_then_queue),
+    "voice.requeue": (CALLER, "/voice/requeue", {}, _apology_then_queue),
+    "voice.sv_whisper": (SV, f"/voice/sv-whisper?{TARGET}", {}, _sv_sorry_then_hang_up),
+    "voice.sv_connect": (SV, f"/voice/sv-connect?{TARGET}", {"Digits": "1"},
+                         _sv_sorry_then_hang_up),
+    "voice.escalation_status": (SV, f"/voice/escalation-status?{TARGET}",
+                                {"CallStatus": "no-answer"},
+                                only()),
+    "voice.agent_line": (OPERATOR, "/voice/agent-line", {"From": "+81312345678"},
+                         _operator_takes_from_twilio_queue),
+    "voice.agent_whisper": (OPERATOR, f"/voice/agent-whisper?reservation={RESERVATION}&"
+                                      f"call=CA{'c' * 32}", {},
+                            _reserved_caller_without_whisper),
+    "voice.agent_rejoin": (OPERATOR, f"/voice/agent-rejoin?call=CA{'c' * 32}", {},
+                           only("Hangup")),
+}
+
+
+def test_every_voice_endpoint_is_listed_and_declares_its_answer(dead_line):
+    from ivr.voice import ANSWERS
+
+    endpoints = {rule.endpoint for rule in dead_line.app.url_map.iter_rules()
+                 if rule.endpoint.startswith("voice.")}
+    assert endpoints == set(LEGS)
+    assert set(ANSWERS) == endpoints
+
+
+def _every_leg_answers(line: Line) -> None:
+    for endpoint, (kind, path, form, check) in LEGS.items():
+        response = line.post(path, CallSid=new_sid(), **form)
+        if isinstance(check, int):
+            assert response.status_code == check, endpoint
+            continue
+        root = parse_twiml(response)
+        if kind != CALLER:
+            assert list(root.iter("Enqueue")) == [], f"{endpoint} queued a staff leg"
+        check(root)
+
+
+def test_every_leg_without_redis_gets_its_own_answer_and_staff_are_never_queued(dead_line):
+    _every_leg_answers(dead_line)
+
+
+def test_every_leg_with_redis_hung_gets_its_own_answer(own_redis, fake_twilio):
+    line = Line(own_redis.url, fake_twilio.url)
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)  # a timeout, not a refusal
+    try:
+        _every_leg_answers(line)
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        line.close()

@@ -1,5 +1,5 @@
 """Warm-transfer webhooks: the SV's whisper and key press, the SV leg's status, and the
-caller's way back to the queue when no SV could take the call."""
+caller's side: into their conference, or back to the queue when no SV could take the call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import call as calls
@@ -15,8 +15,16 @@ from ivr import current_services, escalation
 from ivr.services import Services
 from ivr.signature import twilio_signed
 from ivr.twiml import twiml
-from ivr.voice import bp, degraded, speak, transfer_or_requeue
-from ivr.voice_twiml import callback_url, conference, enqueue, say
+from ivr.voice import bp, caller_leg, status_callback, sv_leg, without_redis
+from ivr.voice.twiml import (
+    callback_url,
+    conference,
+    degraded,
+    priority_queue,
+    say,
+    speak,
+    transfer_or_requeue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,7 @@ def _closed(svc: Services, lang: str) -> Response:
 
 
 @bp.post("/sv-whisper")
+@without_redis(sv_leg)
 @twilio_signed
 def sv_whisper() -> Response:
     """The SV answered our call: the 5W1H context on their leg only, then 1 to join or 2 to
@@ -82,6 +91,7 @@ def sv_whisper() -> Response:
 
 
 @bp.post("/sv-connect")
+@without_redis(sv_leg)
 @twilio_signed
 def sv_connect() -> Response:
     """The SV's key: 1 joins the caller's conference (if still theirs to take), 2 declines
@@ -119,6 +129,7 @@ def sv_connect() -> Response:
 
 
 @bp.post("/escalation-status")
+@without_redis(status_callback)
 @twilio_signed
 def escalation_status() -> Response:
     """Status callback of an SV leg: no answer, busy, failed, canceled, or a leg that ended
@@ -132,6 +143,7 @@ def escalation_status() -> Response:
 
 
 @bp.post("/transfer")
+@without_redis(caller_leg)
 @twilio_signed
 def transfer() -> Response:
     """The REST redirect when an operator escalates a caller who is still waiting, or one
@@ -144,12 +156,15 @@ def transfer() -> Response:
         return twiml(degraded(svc))
     trigger = request.args.get("trigger", "operator")
     trigger = trigger if trigger in escalation.TRIGGERS else "operator"
+    requeued = calls.requeue_if_unanswered(
+        svc, sid, record.get("esc_state", ""),
+        with_operator=record.get("esc_with_operator") == "1")
     return twiml(transfer_or_requeue(svc, VoiceResponse(), sid, record["lang"], trigger,
-                                     record.get("esc_state", ""),
-                                     with_operator=record.get("esc_with_operator") == "1"))
+                                     requeued))
 
 
 @bp.post("/requeue")
+@without_redis(caller_leg)
 @twilio_signed
 def requeue() -> Response:
     """The REST redirect after no SV accepted: apologise and go to the front of the queue."""
@@ -158,17 +173,6 @@ def requeue() -> Response:
     record = calls.get(svc, sid) if sid else None
     if record is None:
         return twiml(degraded(svc))
-    return twiml(priority_queue(svc, sid, record["lang"]))
+    return twiml(priority_queue(svc, VoiceResponse(), sid, record["lang"],
+                                calls.requeue_priority(svc, sid)))
 
-
-def priority_queue(svc: Services, call_sid: str, lang: str,
-                   vr: VoiceResponse | None = None) -> VoiceResponse:
-    """Apology, then the waiting line with priority: the caller's context stays on the call
-    record, so the operator who takes them hears it."""
-    calls.mark(svc, call_sid, state="requeued", band=str(calls.BAND_PRIORITY))
-    queued = calls.enqueue(svc, call_sid)
-    vr = vr or VoiceResponse()
-    speak(svc, vr, "requeue", lang)
-    return enqueue(vr, svc.flows, workflow_sid=current_app.config["TWILIO_WORKFLOW_SID"],
-                   task={"call_sid": call_sid, "tags": queued.tags if queued else []},
-                   band=calls.BAND_PRIORITY)
