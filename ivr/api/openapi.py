@@ -32,7 +32,7 @@ _ERROR = {
 }
 _OBJECT: dict[str, Any] = {"type": "object"}
 _INCIDENT = {"type": "object", "required": ["id", "title", "severity", "status"],
-             "properties": {"id": {"type": "string", "examples": ["INC-20261204-0001"]},
+             "properties": {"id": {"type": "string", "examples": ["INC-20261204-1030-7K2Q"]},
                             "title": {"type": "string"}, "severity": {"type": "string"},
                             "status": {"type": "string"},
                             "declared_by": {"type": "string"},
@@ -75,9 +75,9 @@ _STATUS_TEXT = {
           "a valid bearer token is required"),
     403: ("この操作の権限がありません (the role may not do this)", "forbidden",
           "the role operator may not do incident.write"),
-    404: ("見つかりません (not found)", "not_found", "no incident INC-20261204-0009"),
+    404: ("見つかりません (not found)", "not_found", "no incident INC-20261204-1030-9XZP"),
     409: ("現在の状態では実行できません (conflicts with the current state)", "resolved",
-          "incident INC-20261204-0001 is already resolved"),
+          "incident INC-20261204-1030-7K2Q is already resolved"),
     413: ("本文が大きすぎます (body too large)", "request_entity_too_large", "too large"),
     415: ("JSON で送ってください (send application/json)", "unsupported_media_type",
           "send application/json"),
