@@ -42,6 +42,10 @@ FROM_ENV = REQUIRED + (
     "TWILIO_WORKFLOW_SID", "IVR_TIMEZONE", "IVR_SMS_MPS", "IVR_FLOWS_DIR", "IVR_PROMPTS_DIR",
     "IVR_REDIS_TIMEOUT", "IVR_QUEUE_REDIS_URL", "IVR_METRICS_TOKEN",
 )
+RENAMED = {"IVR_SECRET_KEY": "SECRET_KEY"}
+"""Environment names read into a Flask setting of another name: IVR_SECRET_KEY signs the
+console's session cookie (Flask's SECRET_KEY); unset, ivr.console derives one from
+IVR_ADMIN_TOKEN."""
 NUMERIC = {"IVR_SMS_MPS", "IVR_REDIS_TIMEOUT"}
 
 
@@ -60,6 +64,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
                 raise RuntimeError(f"{name} must be a number, got {value!r}") from None
         else:
             settings[name] = value
+    for name, setting in RENAMED.items():
+        if env.get(name):
+            settings[setting] = env[name]
     return settings
 
 

@@ -116,7 +116,8 @@ def mask(text: str, secrets: tuple[str, ...] = ()) -> str:
     return _JP_NATIONAL.sub(_mask_national, text)
 
 
-SECRET_SETTINGS = ("TWILIO_AUTH_TOKEN", "IVR_ADMIN_TOKEN", "IVR_METRICS_TOKEN")
+SECRET_SETTINGS = ("TWILIO_AUTH_TOKEN", "IVR_ADMIN_TOKEN", "IVR_METRICS_TOKEN",
+                   "IVR_SECRET_KEY")
 """Settings whose values never appear in a log line, whatever surrounds them."""
 _SHORTEST_SECRET = 8  # a shorter value would mask ordinary words
 

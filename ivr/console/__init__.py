@@ -78,8 +78,9 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 def init_app(app: Flask) -> None:
     """Session cookie and CSRF settings, then the blueprint. The session is signed with
-    SECRET_KEY when set, else a key derived from IVR_ADMIN_TOKEN (the one secret every web
-    process shares already), so gunicorn's workers agree without a new variable."""
+    SECRET_KEY when set (IVR_SECRET_KEY in the environment), else a key derived from
+    IVR_ADMIN_TOKEN (the one secret every web process shares already), so gunicorn's workers
+    agree without a required new variable."""
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = hmac.new(str(app.config["IVR_ADMIN_TOKEN"]).encode(),
                                             b"ivr console session", hashlib.sha256).hexdigest()

@@ -80,3 +80,31 @@ def test_the_language_switch_keeps_english_across_pages_and_sign_in(client, peop
     assert "Declare an incident" in board and "インシデントを宣言" not in board
     ja = client.get("/console/language/ja?next=/console/", follow_redirects=True)
     assert "インシデントを宣言" in ja.get_data(as_text=True)
+
+
+def _session_key_from_env(monkeypatch, config, svc, secret_key):
+    """The app as production builds it: create_app() reading the environment."""
+    from ivr import create_app
+    for name, value in config.items():
+        if name != "TESTING":
+            monkeypatch.setenv(name, str(value))
+    if secret_key is None:
+        monkeypatch.delenv("IVR_SECRET_KEY", raising=False)
+    else:
+        monkeypatch.setenv("IVR_SECRET_KEY", secret_key)
+    return create_app(services=svc).secret_key
+
+
+def test_ivr_secret_key_from_the_environment_signs_the_session(monkeypatch, config, svc):
+    chosen = "a session key of its own, not the admin token"
+    assert _session_key_from_env(monkeypatch, config, svc, chosen) == chosen
+
+
+def test_without_ivr_secret_key_the_session_key_is_derived_from_the_admin_token(
+        monkeypatch, config, svc):
+    derived = _session_key_from_env(monkeypatch, config, svc, None)
+    assert derived and derived != config["IVR_ADMIN_TOKEN"]
+    assert _session_key_from_env(monkeypatch, config, svc, "") == derived  # empty = unset
+    monkeypatch.setenv("IVR_ADMIN_TOKEN", "another admin token for this test")
+    from ivr import create_app
+    assert create_app(services=svc).secret_key != derived
