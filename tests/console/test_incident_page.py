@@ -121,3 +121,21 @@ def test_an_unknown_incident_is_a_404_page(sv):
     response = sv.get("/console/incidents/INC-20261123-9999")
     assert response.status_code == 404
     assert "見つかりません。" in response.get_data(as_text=True)
+
+
+def _players(page: str) -> list[str]:
+    import re
+    return re.findall(r'<audio controls[^>]* src="([^"]+)"', page)
+
+
+def test_a_published_recording_shows_a_player_with_its_url(sv, admin, incident_id):
+    page = sv.get(f"/console/incidents/{incident_id}").get_data(as_text=True)
+    assert _players(page) == []  # no recording: no player, the text is spoken
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/RE1.mp3"
+    response = admin.patch(f"/api/incidents/{incident_id}", json={"recordings": {"ja": url}})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    page = sv.get(f"/console/incidents/{incident_id}").get_data(as_text=True)
+    # the Japanese caller hears it; English falls back to it too (announcement_for)
+    assert _players(page) and set(_players(page)) == {url}
+    ja = page.split('data-heard="ja"')[1].split("</figure>")[0]
+    assert f'src="{url}"' in ja
