@@ -74,6 +74,18 @@ def announcement_of(doc: Mapping[str, Any], lang: str) -> Announcement:
                         doc["status"])
 
 
+def announcement_spoken(svc: Services, item: Announcement, lang: str, *,
+                        keep_lines: bool = False) -> str:
+    """The words said of one incident, after its recording when one is published (then the
+    SV's text is not repeated): the text, ETA and next update in `lang`. /voice/incoming says
+    this and the console's preview (ivr.preview) shows it, so the two cannot drift;
+    `keep_lines` keeps the prompt's line breaks (the preview's sentences)."""
+    return svc.prompts.render(
+        "announcement", lang, keep_lines=keep_lines,
+        text="" if item.recording else item.text or "",
+        eta=svc.local(item.eta), next_update=svc.local(item.next_update_at))
+
+
 @dataclass(frozen=True)
 class Greeting:
     """What /voice/incoming plays and how the call was tagged, as incoming.lua decided."""

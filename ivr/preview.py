@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ivr import incident, keys, progress
+from ivr import call, incident, keys, progress
 from ivr.lang import LANGS
 from ivr.services import Services
 
@@ -29,10 +29,10 @@ class Heard:
 def heard(svc: Services, doc: dict[str, Any], lang: str) -> Heard:
     """The welcome, then the SV's recording (played) or text (spoken), ETA and next update:
     the sentences /voice/incoming says, in the caller's language with the same fallback."""
-    recording, text = incident.announcement_for(doc, lang)
-    spoken = svc.prompts.render(  # a line a sentence here; the caller hears them joined
-        "announcement", lang, keep_lines=True, text="" if recording else text or "",
-        eta=svc.local(doc.get("eta")), next_update=svc.local(doc.get("next_update_at")))
+    item = call.announcement_of({"id": "", "status": "", **doc}, lang)  # a draft has no id
+    recording = item.recording
+    # the voice path's own words (call.announcement_spoken), a line a sentence here
+    spoken = call.announcement_spoken(svc, item, lang, keep_lines=True)
     sentences = [svc.prompts.render("welcome", lang)]
     sentences += [line.strip() for line in spoken.splitlines() if line.strip()]
     voice = svc.flows.voice(lang)

@@ -73,10 +73,7 @@ def announce(svc: Services, vr: VoiceResponse, lang: str,
     for item in announcements[start:end]:
         if item.recording:
             vr.play(item.recording)
-        text = svc.prompts.render(
-            "announcement", lang, text="" if item.recording else item.text or "",
-            eta=svc.local(item.eta), next_update=svc.local(item.next_update_at))
-        say(vr, text, voice)
+        say(vr, calls.announcement_spoken(svc, item, lang), voice)
     others = len(announcements) - end
     if others <= 0:
         return 0

@@ -139,3 +139,33 @@ def test_a_published_recording_shows_a_player_with_its_url(sv, admin, incident_i
     assert _players(page) and set(_players(page)) == {url}
     ja = page.split('data-heard="ja"')[1].split("</figure>")[0]
     assert f'src="{url}"' in ja
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_the_preview_shows_the_words_the_caller_hears(sv, svc, admin, incident_id, twilio_post,
+                                                      recorded):
+    """The preview's sentences, joined as speech joins lines, are the TwiML's <Say>s."""
+    from ivr import incident, preview
+
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/RE1.mp3"
+    if recorded:
+        admin.patch(f"/api/incidents/{incident_id}", json={"recordings": {"ja": url}})
+    heard = preview.heard(svc, incident.load(svc, incident_id), "ja")
+    add_customer(svc, CALLER)
+    root = parse_twiml(twilio_post("/voice/incoming", CallSid=new_sid(), From=CALLER))
+    welcome, announced = says(root)[:2]
+    assert heard.sentences[0] == welcome
+    assert "".join(heard.sentences[1:]) == announced
+    assert (heard.recording == url) is recorded
+    assert [el.text for el in root.iter("Play")] == ([url] if recorded else [])
+
+
+def test_one_function_renders_the_announcement_for_the_caller_and_the_preview():
+    """ivr.call.announcement_spoken is the only place the announcement prompt is rendered,
+    so the console's preview cannot drift from /voice/incoming."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "ivr"
+    renders = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                     if '"announcement", lang' in path.read_text(encoding="utf-8"))
+    assert renders == ["call.py"]
