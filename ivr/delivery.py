@@ -90,6 +90,15 @@ class Recorded:
     halted: bool = False
 
 
+def fanout_keys(incident_id: str | None, seq: int | str | None) -> list[str]:
+    """[the update's fan-out hash] when a message belongs to a numbered update of an
+    incident (its counts for the live view), else [] (a one-off: 'subscribed', 'resend-…');
+    the optional last KEY of sms_record/sms_release/sms_status.lua."""
+    if incident_id and seq is not None and str(seq).isdigit():
+        return [keys.sms_fanout(incident_id, int(seq))]
+    return []
+
+
 def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     """Move the message record forward, count a final state once, and act on the error code:
     21610 opts the number out, 30004-30006 mark it undeliverable, 30003/30008 queue one resend,
@@ -110,9 +119,9 @@ def record_status(svc: Services, callback: StatusCallback) -> Recorded:
     counters_key = keys.incident_counters(incident_id) if incident_id else message_key
     want_resend = code in RETRY_ONCE_CODES and callback.status in FAILED
     known, status, changed, counted, resend = svc.script("sms_status")(
-        keys=[message_key, counters_key, keys.metrics_sms()],
+        keys=[message_key, counters_key, keys.metrics_sms(), *fanout_keys(incident_id, seq)],
         args=[callback.status, "" if code is None else str(code), counter,
-              "1" if want_resend else "0", svc.now().isoformat()])
+              "1" if want_resend else "0", svc.now().isoformat(), keys.SMS_TTL])
     if not known:
         return Recorded(known=False)
     phone = to or callback.to

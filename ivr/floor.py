@@ -1,5 +1,6 @@
 """The contact centre's floor right now: calls in progress, the waiting line by band,
-escalations under way with their 5W1H, and each active incident's latest SMS fan-out.
+escalations under way with their 5W1H, and each active incident's SMS fan-out, update by
+update (queued / sent / failed / delivered).
 
 The console's live view shows this and asks for it every few seconds from every open
 console, so it is read in two pipelined round trips whatever the number of calls shown,
@@ -46,7 +47,23 @@ class LiveEscalation:
 
 
 @dataclass(frozen=True)
+class UpdateSms:
+    """One update's fan-out (keys.sms_fanout): recipients queued, SMS sent, failed,
+    delivered, and whether a refusal halted it."""
+
+    seq: int
+    queued: int
+    sent: int
+    failed: int
+    delivered: int
+    halted: bool
+
+
+@dataclass(frozen=True)
 class FanOut:
+    """An incident's SMS: its latest update's recipients and halt, the incident's totals,
+    and its latest UPDATES_SHOWN updates one by one, newest first."""
+
     incident_id: str
     title: str
     seq: int
@@ -55,6 +72,7 @@ class FanOut:
     delivered: int
     failed: int
     halted: bool
+    updates: tuple[UpdateSms, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,8 +95,18 @@ def _waited(record: dict[str, Any], now: datetime) -> int:
         return 0
 
 
+UPDATES_SHOWN = 5
+"""How many of an incident's latest updates the live view shows the fan-out of."""
+
+
+def _shown_seqs(doc: dict[str, Any]) -> list[int]:
+    latest = int(doc.get("update_seq", 0))
+    return list(range(latest, max(-1, latest - UPDATES_SHOWN), -1))
+
+
 def snapshot(svc: Services, *, limit: int = CALLS_SHOWN) -> Floor:
-    """Everything the live view shows, in two round trips: the indexes, then the records."""
+    """Everything the live view shows, in two round trips: the indexes, then the records
+    (calls, and per incident its counters and each shown update's fan-out and halt)."""
     now = svc.now()
     pipe = svc.redis.pipeline(transaction=False)
     pipe.zrevrange(keys.calls_active(), 0, limit - 1)
@@ -95,7 +123,9 @@ def snapshot(svc: Services, *, limit: int = CALLS_SHOWN) -> Floor:
     for doc in docs:
         pipe.scard(keys.sms_audience(doc["id"], int(doc.get("update_seq", 0))))
         pipe.hgetall(keys.incident_counters(doc["id"]))
-        pipe.exists(keys.sms_halt(doc["id"], int(doc.get("update_seq", 0))))
+        for seq in _shown_seqs(doc):
+            pipe.hgetall(keys.sms_fanout(doc["id"], seq))
+            pipe.exists(keys.sms_halt(doc["id"], seq))
     replies = pipe.execute()
     records = [call.decode(data) for data in replies[:len(sids)]]
     calls, escalations = [], []
@@ -115,13 +145,20 @@ def snapshot(svc: Services, *, limit: int = CALLS_SHOWN) -> Floor:
                 None if accepted else record.get("esc_sv_name"), accepted,
                 record.get("esc_raised_by") or None, record.get("context")))
     fan_outs = []
-    rest = replies[len(sids):]
-    for i, doc in enumerate(docs):
-        scard, counters, halted = rest[3 * i:3 * i + 3]
+    rest = iter(replies[len(sids):])
+    for doc in docs:
+        scard, counters = next(rest), next(rest)
+        updates = []
+        for seq in _shown_seqs(doc):
+            sms, stopped = next(rest), next(rest)
+            updates.append(UpdateSms(seq, int(sms.get("queued", 0)), int(sms.get("sent", 0)),
+                                     int(sms.get("failed", 0)), int(sms.get("delivered", 0)),
+                                     bool(stopped)))
         fan_outs.append(FanOut(doc["id"], doc["title"], int(doc.get("update_seq", 0)),
                                int(scard), int(counters.get("sms_sent", 0)),
                                int(counters.get("sms_delivered", 0)),
-                               int(counters.get("sms_failed", 0)), bool(halted)))
+                               int(counters.get("sms_failed", 0)), updates[0].halted,
+                               tuple(updates)))
     waiting = {name: int(n) for (name, _), n in zip(BANDS, bands, strict=True)}
     return Floor(now, calls, int(active_count), waiting, escalations, fan_outs)
 

@@ -148,6 +148,15 @@ def sms_audience(incident_id: str, seq: int) -> str:
 SMS_AUDIENCE_TTL = 2 * 86400
 
 
+def sms_fanout(incident_id: str, seq: int) -> str:
+    """Hash: queued, sent, failed, delivered -> the SMS of one update's fan-out (`seq` a
+    timeline entry), for the live view: queued when the fan-out freezes its audience
+    (worker/sms.py), sent/failed where the incident's own counters count them
+    (sms_record.lua, sms_release.lua, sms_status.lua), once per message. TTL SMS_TTL,
+    renewed by each count."""
+    return f"{PREFIX}:sms:fanout:{incident_id}:{seq}"
+
+
 def sms_halt(incident_id: str, seq: int) -> str:
     """String: the Twilio error code that stopped a fan-out (21408, 30007): nothing more is
     sent for it until a supervisor looks. TTL SMS_TTL."""
@@ -319,7 +328,8 @@ RETIRED = (f"{PREFIX}:metrics:calls_by_tag",
 app starts, so they do not stay in Redis (none has a TTL) for ops to wonder about."""
 
 
-ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_audience, sms_halt,
+ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_audience, sms_fanout,
+       sms_halt,
        sms_reminder, incident_subscribers,
        incident, incident_timeline, incident_numbers, incident_counters, incidents_all,
        incidents_active,

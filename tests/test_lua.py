@@ -204,11 +204,13 @@ SMOKE: dict[str, Smoke] = {
     "sms_status": (
         lambda svc: svc.redis.hset(keys.sms_message("SM1"), mapping={
             "incident_id": "42", "seq": "1", "to": PHONE, "status": "sent"}),
-        [keys.sms_message("SM1"), keys.incident_counters("42"), keys.metrics_sms()],
-        ["undelivered", "30003", "sms_undelivered", "1", NOW], [1, "undelivered", 1, 1, 1],
+        [keys.sms_message("SM1"), keys.incident_counters("42"), keys.metrics_sms(),
+         keys.sms_fanout("42", 1)],
+        ["undelivered", "30003", "sms_failed", "1", NOW, 60], [1, "undelivered", 1, 1, 1],
         lambda r: (r.hmget(keys.sms_message("SM1"), "status", "error_code", "resend"),
-                   r.hgetall(keys.metrics_sms())),
-        (["undelivered", "30003", NOW], {"undelivered": "1"})),
+                   r.hgetall(keys.metrics_sms()), r.hgetall(keys.sms_fanout("42", 1)),
+                   0 < r.ttl(keys.sms_fanout("42", 1)) <= 60),
+        (["undelivered", "30003", NOW], {"failed": "1"}, {"failed": "1"}, True)),
     "concerning": (
         lambda svc: (_incident(svc), svc.redis.sadd(keys.incident_numbers("42"), PHONE)),
         [keys.incidents_active()], [PHONE, keys.incident_numbers("*")], [["42", DOC], ["42"]],
@@ -223,12 +225,14 @@ SMOKE: dict[str, Smoke] = {
         lambda r: (r.get(CLAIM), 0 < r.ttl(CLAIM) <= 60), ("pending:2:bb", True)),
     "sms_record": (
         lambda svc: svc.redis.set(CLAIM, "pending:1:aa"),
-        [CLAIM, keys.sms_message("SM1"), keys.incident_counters("42"), keys.metrics_sms()],
+        [CLAIM, keys.sms_message("SM1"), keys.incident_counters("42"), keys.metrics_sms(),
+         keys.sms_fanout("42", 1)],
         ["sent", "pending:1:aa", "SM1", 60,
          *field_args({"incident_id": "42", "seq": "1", "status": "queued"})], 1,
         lambda r: (r.get(CLAIM), r.hget(keys.sms_message("SM1"), "status"),
-                   r.hget(keys.incident_counters("42"), "sms_sent"), r.hgetall(keys.metrics_sms())),
-        ("SM1", "queued", "1", {"sent": "1"})),
+                   r.hget(keys.incident_counters("42"), "sms_sent"), r.hgetall(keys.metrics_sms()),
+                   r.hgetall(keys.sms_fanout("42", 1)), 0 < r.ttl(keys.sms_fanout("42", 1)) <= 60),
+        ("SM1", "queued", "1", {"sent": "1"}, {"sent": "1"}, True)),
     "sms_key_toggle": (
         lambda svc: svc.redis.hset(keys.call("CA1"), "state", "queued"),
         [keys.call("CA1"), keys.sms_optout()], [2, "+819012345678"], [1, 1],
@@ -237,10 +241,11 @@ SMOKE: dict[str, Smoke] = {
         (1, "2")),
     "sms_release": (
         lambda svc: svc.redis.set(CLAIM, "pending:1:aa"),
-        [CLAIM, keys.incident_counters("42"), keys.metrics_sms()],
+        [CLAIM, keys.incident_counters("42"), keys.metrics_sms(), keys.sms_fanout("42", 1)],
         ["pending:1:aa", "failed:21211", 60], 1,
-        lambda r: (r.get(CLAIM), r.hgetall(keys.metrics_sms())),
-        ("failed:21211", {"failed": "1"})),
+        lambda r: (r.get(CLAIM), r.hgetall(keys.metrics_sms()),
+                   r.hgetall(keys.sms_fanout("42", 1))),
+        ("failed:21211", {"failed": "1"}, {"failed": "1"})),
 }
 
 

@@ -23,6 +23,7 @@ from ivr.delivery import (
     REFUSED_NUMBER_CODES,
     SENDER_REFUSAL_CODES,
     StatusCallback,
+    fanout_keys,
     halt,
     halted,
     record_status,
@@ -84,6 +85,10 @@ def fan_out(incident_id: str, seq: int) -> int:
         pipe.expire(audience, keys.SMS_AUDIENCE_TTL)
         pipe.execute()
     total = _queue_batches(svc, incident_id, seq, _scan(svc, audience), tag="b")
+    pipe = svc.redis.pipeline(transaction=True)  # the same number again on a re-run
+    pipe.hset(keys.sms_fanout(incident_id, seq), "queued", total)
+    pipe.expire(keys.sms_fanout(incident_id, seq), keys.SMS_TTL)
+    pipe.execute()
     _schedule_sweep(svc, incident_id, seq, 1)
     log.info("fan-out queued incident=%s seq=%s recipients=%d", incident_id, seq, total)
     return total
@@ -335,15 +340,17 @@ def _record(svc: Services, mode: str, claim: str, expected: str, sid: str,
               "segments": str(count), "created_at": svc.now().isoformat(), **extra}
     return int(svc.script("sms_record")(
         keys=[claim, keys.sms_message(sid), keys.incident_counters(incident_id),
-              keys.metrics_sms()],
+              keys.metrics_sms(), *fanout_keys(incident_id, seq)],
         args=[mode, expected, sid, keys.SMS_TTL, *field_args(record)]))
 
 
-def _release(svc: Services, claim: str, held: str, incident_id: str, failed: str = "") -> bool:
-    """ivr/lua/sms_release.lua: delete the claim (or mark it `failed`) if this sender still
-    holds it."""
+def _release(svc: Services, claim: str, held: str, incident_id: str, failed: str = "",
+             seq: int | str | None = None) -> bool:
+    """ivr/lua/sms_release.lua: delete the claim (or mark it `failed`, counted for the
+    incident and for update `seq`) if this sender still holds it."""
     return bool(svc.script("sms_release")(
-        keys=[claim, keys.incident_counters(incident_id), keys.metrics_sms()],
+        keys=[claim, keys.incident_counters(incident_id), keys.metrics_sms(),
+              *fanout_keys(incident_id, seq)],
         args=[held, failed, keys.SMS_TTL]))
 
 
@@ -356,7 +363,7 @@ def _refused(svc: Services, incident_id: str, seq: int | str, phone: str, claim:
         _release(svc, claim, held, incident_id)  # not sent: a resumed fan-out may send it
         halt(svc, incident_id, seq, code)
         return "halted"
-    _release(svc, claim, held, incident_id, failed=f"failed:{code}")
+    _release(svc, claim, held, incident_id, failed=f"failed:{code}", seq=seq)
     if code == 21610:
         opt_out(svc, phone, "twilio-21610")
     elif code in REFUSED_FOR_GOOD_CODES:

@@ -7,7 +7,8 @@
 --            still holds the stale value, and the record only if its sender never wrote it.
 --
 -- KEYS[1] claim string   KEYS[2] message hash   KEYS[3] incident counters hash
--- KEYS[4] metrics sms hash
+-- KEYS[4] metrics sms hash   KEYS[5] (optional) the update's fan-out hash: given when the
+--         message belongs to a numbered update, its 'sent' counted with the others
 -- ARGV[1] 'sent' or 'settle'   ARGV[2] the claim value the sender held (or the stale one)
 -- ARGV[3] MessageSid   ARGV[4] TTL, seconds   ARGV[5..] the record's field/value pairs
 -- Returns, for 'sent': 0 when already settled, 1 when recorded, 2 when recorded over a claim
@@ -18,6 +19,10 @@ local function write_record()
   redis.call('EXPIRE', KEYS[2], ARGV[4])
   redis.call('HINCRBY', KEYS[3], 'sms_sent', 1)
   redis.call('HINCRBY', KEYS[4], 'sent', 1)
+  if KEYS[5] then
+    redis.call('HINCRBY', KEYS[5], 'sent', 1)
+    redis.call('EXPIRE', KEYS[5], ARGV[4])
+  end
 end
 
 local claim = redis.call('GET', KEYS[1])

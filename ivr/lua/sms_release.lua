@@ -4,6 +4,7 @@
 -- meanwhile is left alone.
 --
 -- KEYS[1] claim string   KEYS[2] incident counters hash   KEYS[3] metrics sms hash
+-- KEYS[4] (optional) the update's fan-out hash, its 'failed' counted with the others
 -- ARGV[1] the claim value held   ARGV[2] '' to delete, or the failed value   ARGV[3] TTL, seconds
 -- Returns 1 when released, 0 when the claim was not this sender's.
 
@@ -12,4 +13,8 @@ if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'sms_failed', 1)
 redis.call('HINCRBY', KEYS[3], 'failed', 1)
+if KEYS[4] then
+  redis.call('HINCRBY', KEYS[4], 'failed', 1)
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+end
 return 1

@@ -6,9 +6,11 @@
 -- KEYS[1] message hash
 -- KEYS[2] incident counters hash (the message key again when the message has no incident)
 -- KEYS[3] metrics sms hash
+-- KEYS[4] (optional) the update's fan-out hash: a counted final state is counted there too
 -- ARGV[1] status   ARGV[2] error code or ''
 -- ARGV[3] counter field or '' ('sms_delivered' counts 'delivered' in KEYS[3])
 -- ARGV[4] '1' to claim the one resend   ARGV[5] now, ISO
+-- ARGV[6] the fan-out hash's TTL, seconds (with KEYS[4])
 -- Returns {known 0/1, status after, status changed 0/1, counted 0/1, resend claimed 0/1}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0, 0} end
@@ -33,6 +35,10 @@ local counted = 0
 if ARGV[3] ~= '' and redis.call('HSETNX', KEYS[1], 'counted', ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
   redis.call('HINCRBY', KEYS[3], string.sub(ARGV[3], 5), 1)
+  if KEYS[4] then
+    redis.call('HINCRBY', KEYS[4], string.sub(ARGV[3], 5), 1)
+    redis.call('EXPIRE', KEYS[4], ARGV[6])
+  end
   counted = 1
 end
 local resend = 0

@@ -112,6 +112,10 @@ def test_a_supervisors_shift_in_the_browser(live_server, page, monkeypatch):
     run_worker(live_server, monkeypatch)  # first report and update: 3 + 3 messages
     expect(row.locator('[data-cell="sent"]')).to_have_text("6", timeout=15_000)
     expect(row.locator('[data-cell="recipients"]')).to_have_text("3")
+    update_sms = page.locator('[data-update-sms$=":1"]')  # the update's own fan-out
+    expect(update_sms).to_contain_text("報告 #1")
+    expect(update_sms.locator('[data-cell="queued"]')).to_have_text("3")
+    expect(update_sms.locator('[data-cell="sent"]')).to_have_text("3")
     shot(page, "live-ja")
 
     # Resolve.

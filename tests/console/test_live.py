@@ -61,6 +61,58 @@ def test_the_fan_out_of_the_latest_update_moves_as_messages_go(sv, svc, run_jobs
     assert "報告 #0" in after
 
 
+def update_row(html: str, incident_id: str, seq: int) -> dict[str, str]:
+    """The per-update SMS row's cells, by name, plus its visible words."""
+    row = html.split(f'data-update-sms="{incident_id}:{seq}"')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'data-cell="(\w+)">(\d+)<', row))
+    return {**cells, "text": re.sub(r"<[^>]+>", " ", row)}
+
+
+def test_each_update_shows_its_own_sms_queued_sent_failed_delivered(sv, svc, run_jobs, clock,
+                                                                   fake_twilio, twilio_post):
+    phones = [f"+8190000001{i:02d}" for i in range(3)]
+    for phone in phones:
+        add_customer(svc, phone)
+        svc.redis.sadd(keys.customers_by_service("mail"), phone)
+    incident_id = declared_id(sv.post("/console/incidents", DECLARE))
+    run_jobs()
+    clock.tick(20 * 60)
+    response = sv.post(f"/console/incidents/{incident_id}/updates", {
+        "message_ja": "原因を特定しました。", "status": "identified", "eta": ""})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    fake_twilio.fail_next.append((400, 21211))  # one number refused: failed for update 1
+    run_jobs()
+    sid = next(s for s, data in ((s, svc.redis.hgetall(keys.sms_message(s)))
+                                 for s in fake_twilio_sids(svc)) if data.get("seq") == "1")
+    twilio_post("/sms/status", MessageSid=sid, SmsSid=sid, AccountSid="AC" + "0" * 32,
+                MessageStatus="delivered", SmsStatus="delivered",
+                To=svc.redis.hget(keys.sms_message(sid), "to"), From="+815012345678",
+                ApiVersion="2010-04-01")
+    clock.tick(2)  # past the snapshot the consoles share
+    html = panel(sv)
+    first, update = update_row(html, incident_id, 0), update_row(html, incident_id, 1)
+    assert {k: first[k] for k in ("queued", "sent", "failed", "delivered")} == {
+        "queued": "3", "sent": "3", "failed": "0", "delivered": "0"}
+    assert {k: update[k] for k in ("queued", "sent", "failed", "delivered")} == {
+        "queued": "3", "sent": "2", "failed": "1", "delivered": "1"}
+    assert "報告 #1" in update["text"] and "報告 #0" in first["text"]
+    head = html.split("報告ごとのSMS")[1].split("</thead>")[0]
+    for word in ("送信予定", "SMS送信", "SMS失敗", "SMS到達"):  # said in words, not colour
+        assert word in head
+
+
+def test_a_halted_update_says_so_in_words_on_its_own_row(sv, svc, run_jobs, clock):
+    incident_id = declared_id(sv.post("/console/incidents", DECLARE))
+    svc.redis.set(keys.sms_halt(incident_id, 0), "30007")
+    clock.tick(2)
+    assert "⚠ 停止中" in update_row(panel(sv), incident_id, 0)["text"]
+
+
+def fake_twilio_sids(svc) -> list[str]:
+    prefix = keys.sms_message("")
+    return [k.removeprefix(prefix) for k in svc.redis.scan_iter(prefix + "*")]
+
+
 def test_fifty_consoles_within_a_second_cost_redis_one_snapshot(sv, svc, monkeypatch):
     from ivr import floor
 

@@ -85,6 +85,10 @@ def test_duplicate_enqueues_and_repeated_batches_send_nothing_twice(
                           job_id="again-2")
     run_jobs()
     assert fake_twilio.sent_to() == {JA: 1, EN: 1, VIP: 1}
+    fan_out = svc.redis.hgetall(keys.sms_fanout(inc["id"], 0))  # the live view's counts
+    assert (fan_out["sent"], fan_out.get("failed", "0")) == ("3", "0")
+    assert fan_out["queued"] == str(svc.redis.scard(keys.sms_audience(inc["id"], 0)))
+    assert 0 < svc.redis.ttl(keys.sms_fanout(inc["id"], 0)) <= keys.SMS_TTL
 
 
 def test_an_update_resolved_before_it_went_out_is_not_sent(admin, customers, fake_twilio,
@@ -193,6 +197,8 @@ def test_a_message_settled_while_its_sender_waited_for_twilio_is_counted_once(
     counters = svc.redis.hgetall(keys.incident_counters(inc["id"]))
     assert (counters["sms_sent"], counters["sms_delivered"]) == ("1", "1")
     assert svc.redis.hget(keys.metrics_sms(), "sent") == "1"
+    fan_out = svc.redis.hgetall(keys.sms_fanout(inc["id"], 0))
+    assert (fan_out["sent"], fan_out["delivered"]) == ("1", "1")
 
 
 @pytest.mark.parametrize("code", [21211, 21408])  # refused for this number; halts the fan-out
