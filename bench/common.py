@@ -69,6 +69,7 @@ def customer_fields(i: int, updated_at: str) -> dict[str, str]:
         "sms_opt_in": "1",
         "mobile": "1",
         "updated_at": updated_at,
+        "updated_by": "bench",
     }
 
 
@@ -86,7 +87,7 @@ def check_customer_shape() -> None:
                         account_id=fields["account_id"], tier=fields["tier"],
                         services=list(customer_services(i)), region=fields["region"],
                         language=fields["language"], sms_opt_in=True, mobile=True,
-                        updated_at=now).to_hash()
+                        updated_at=now, updated_by="bench").to_hash()
         assert real == fields, (real, fields)
         assert Customer.from_hash(fields) is not None
 
@@ -112,7 +113,7 @@ for i = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
     'name', ARGV[4] .. string.format('%07d', i),
     'account_id', string.format('A%08d', i), 'tier', tier, 'services', services,
     'region', region, 'language', language, 'sms_opt_in', '1', 'mobile', '1',
-    'updated_at', ARGV[3])
+    'updated_at', ARGV[3], 'updated_by', 'bench')
   redis.call('SADD', KEYS[1], phone)
   redis.call('SADD', '{ivr}:customers:service:mobile', phone)
   if d < 4 then redis.call('SADD', '{ivr}:customers:service:fiber', phone) end
