@@ -109,6 +109,8 @@ def test_configured_secrets_are_masked_wherever_they_appear(
     assert record.msg == "*** then https://AC00:***@api.example and *** short"
     assert logs.secrets_from_env({"IVR_ADMIN_TOKEN": "", "TWILIO_AUTH_TOKEN": "x" * 8}) == (
         "x" * 8,)
+    assert logs.secrets_from_env({"IVR_SECRET_KEY": "session-key-value"}) == (
+        "session-key-value",)  # the console's session key is masked like the tokens
 
 
 def test_phone_numbers_in_message_and_args_are_masked(
