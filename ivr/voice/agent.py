@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 RESERVATION = re.compile(r"^WR[0-9a-fA-F]{32}$")
 
 
+def _caller_sid() -> str:
+    """The caller's CallSid our own callback URL carries (?call=CA…), checked as Twilio's
+    CallSid field is; '' when it is missing or malformed."""
+    return calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+
+
 def _whisper(svc: Services, record: dict[str, Any], lang: str) -> str:
     queued_ms = int(record.get("queued_at_ms") or 0)
     waited = int((svc.now().timestamp() * 1000 - queued_ms) // 60000) if queued_ms else 0
@@ -66,7 +72,7 @@ def _reserved(svc: Services, record: dict[str, Any] | None) -> Response:
     """The reserved caller's context when there is one, then take them from the queue."""
     lang = svc.flows.default_language
     reservation = request.args.get("reservation", "")
-    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    caller_sid = _caller_sid()
     vr = VoiceResponse()
     if not RESERVATION.match(reservation):
         log.warning("agent-whisper without a reservation sid call_sid=%s",
@@ -96,7 +102,7 @@ def agent_whisper() -> Response:
     """TaskRouter reservation `call` instruction: whisper the caller's context on the
     operator's leg, then take the reserved caller (?reservation=WR…&call=CA…)."""
     svc = current_services()
-    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    caller_sid = _caller_sid()
     record = None
     if caller_sid and RESERVATION.match(request.args.get("reservation", "")):
         record = calls.get(svc, caller_sid)
@@ -119,7 +125,7 @@ def agent_rejoin() -> Response:
     'conference'), the operator follows to hand over to the SV in the room; otherwise the
     caller hung up and the operator's leg ends too."""
     svc = current_services()
-    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    caller_sid = _caller_sid()
     record = calls.get(svc, caller_sid) if caller_sid else None
     if record and record.get("bridge") == "conference" and record.get("state") != "completed":
         log.info("operator follows caller into the conference call_sid=%s agent_call_sid=%s",
