@@ -39,9 +39,9 @@ class FakeTwilio:
     every request that arrives after it (counted in `held`) until it is set again, and only
     then records and answers it: a client that dies meanwhile leaves a request Twilio took.
     `hold_after`, when set, clears `gate` once, as soon as that many messages have been
-    taken, so the next request is held whatever the sender's speed. `on_message`, when set, runs with
-    each message Twilio took, before the sender hears back: a sender held up right after
-    Twilio accepted its message. `wait_until` blocks until the server's state passes a
+    taken, so the next request is held whatever the sender's speed. `on_message`, when set,
+    runs with each message Twilio took, before the sender hears back: a sender held up right
+    after Twilio accepted its message. `wait_until` blocks until the server's state passes a
     check, woken by the server itself rather than by polling.
     """
 
