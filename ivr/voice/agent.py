@@ -17,7 +17,7 @@ from ivr.services import Services
 from ivr.signature import twilio_signed
 from ivr.twiml import twiml
 from ivr.voice import bp, operator_line, without_redis
-from ivr.voice.twiml import callback_url, conference, say, speak
+from ivr.voice.twiml import callback_url, conference, last_words, say, speak
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ def _reserved(svc: Services, record: dict[str, Any] | None) -> Response:
     if not RESERVATION.match(reservation):
         log.warning("agent-whisper without a reservation sid call_sid=%s",
                     request.form.get("CallSid", "-")[:64])
-        speak(svc, vr, "agent_idle", lang)
-        vr.hangup()
-        return twiml(vr)
+        return twiml(last_words(svc, vr, "agent_idle", lang))
     if record:
         say(vr, _whisper(svc, record, lang), svc.flows.voice(lang))
     dial = Dial(action=callback_url("voice.agent_rejoin", call=caller_sid), method="POST") \
