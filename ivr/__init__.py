@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from flask import Flask, current_app
+from flask.json.provider import DefaultJSONProvider
 
 from ivr.services import Services
 
@@ -25,11 +26,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
     from ivr.services import build_services
 
     app = Flask(__name__, static_folder=None)
+    app.json = SafeJSON(app)
     app.config.from_object("ivr.config")
     app.config.update(config if config is not None else settings_from_env())
     require_settings(app.config)
     app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["ivr"] = svc = services or build_services(app.config)
     upgrade(svc)
     errors.register(app)
@@ -37,6 +38,19 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
     for bp in (voice.bp, sms.bp, optout_page.bp, api_bp, health.bp):
         app.register_blueprint(bp)
     return app
+
+
+class SafeJSON(DefaultJSONProvider):
+    """Flask's JSON, except that a body nested too deeply to parse (100,000 '[') is bad JSON
+    (a 400 from get_json), not a RecursionError (a 500)."""
+
+    ensure_ascii = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def upgrade(svc: Services) -> None:

@@ -379,3 +379,68 @@ def sms_resume(incident_id: str, seq: int) -> None:
         raise click.ClickException(f"update {seq} of {incident_id} is not halted")
     click.echo(f"resumed update {seq} of {incident_id} (halted by Twilio error {code}); "
                "its sweep is queued")
+
+
+# -- ivr user create / ivr api-doc -------------------------------------------------------------
+
+@cli.group("user")
+def user() -> None:
+    """People who sign in (the API and the console)."""
+
+
+@user.command("create")
+@click.option("--login", required=True, help="lower-case letters, digits, '.', '_', '-'")
+@click.option("--role", required=True, type=click.Choice(["admin", "supervisor", "operator"]))
+@click.option("--name", help="the name shown beside their changes (default: the login)")
+@click.option("--phone", help="their phone number (optional)")
+@click.password_option("--password", prompt="Password (at least 12 characters)",
+                       envvar="IVR_USER_PASSWORD",
+                       help="asked for when not given (or from $IVR_USER_PASSWORD)")
+@click.option("--reset", is_flag=True,
+              help="if the login exists, set its password, role and name instead (reactivates)")
+def user_create(login: str, role: str, name: str | None, phone: str | None,
+                password: str, reset: bool) -> None:
+    """Add a person: how the first real admin is made without the bootstrap token."""
+    from ivr import current_services, person, schemas
+    from ivr.phone import normalize
+
+    body: dict[str, Any] = {"login": login, "name": name or login, "role": role,
+                            "password": password}
+    if phone:
+        body["phone"] = phone
+    problems = schemas.validate("PersonNew", body)
+    if phone and not problems and normalize(phone) is None:
+        problems.append(schemas.FieldError("phone", "phone is not a valid phone number"))
+    if problems:
+        raise click.ClickException("; ".join(p.message for p in problems))
+    svc = current_services()
+    existing = person.by_login(svc, login)
+    if existing is not None and reset:
+        made = person.update(svc, existing.id, {"password": password, "role": role,
+                                                "name": body["name"], "active": True}, by="cli")
+    else:
+        try:
+            made = person.create(svc, login=login, name=body["name"], role=role,
+                                 password=password, phone=normalize(phone) if phone else None,
+                                 by="cli")
+        except person.LoginTaken:
+            raise click.ClickException(f"the login {login} is already in use") from None
+    click.echo(f"created {made.login} ({made.role}) id={made.id}; an API token: "
+               f"POST /api/people/{made.id}/tokens, or sign in to /console/")
+
+
+@cli.command("api-doc", with_appcontext=False)
+@click.option("--check", is_flag=True, help="fail when docs/api.md is not current")
+def api_doc(check: bool) -> None:
+    """Write docs/api.md from the OpenAPI document (GET /api/openapi.json)."""
+    from ivr.api.openapi import api_map, document, markdown
+
+    target = ROOT / "docs" / "api.md"
+    text = markdown(document(api_map()))
+    if check:
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            raise click.ClickException("docs/api.md is not current: run `ivr api-doc`")
+        click.echo("docs/api.md is current")
+        return
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {target}")

@@ -24,6 +24,7 @@ from ivr import keys, undeliverable
 from ivr.errors import StorageConflict
 from ivr.lang import LANGS
 from ivr.phone import is_mobile, normalize
+from ivr.schemas import xml_forbidden
 from ivr.services import Services
 
 TIERS = ("standard", "vip")
@@ -86,6 +87,7 @@ class Customer:
     sms_opt_in: bool = True
     mobile: bool = False
     updated_at: str = ""
+    updated_by: str = ""
 
     def to_hash(self) -> dict[str, str]:
         """The Redis hash form (README: {ivr}:customer:<phone>)."""
@@ -110,6 +112,7 @@ class Customer:
             sms_opt_in=data.get("sms_opt_in", "1") == "1",
             mobile=data.get("mobile", "0") == "1",
             updated_at=data.get("updated_at", ""),
+            updated_by=data.get("updated_by", ""),
         )
 
     def to_json(self, *, opted_out: bool,
@@ -158,8 +161,9 @@ def _clean_text(value: Any, name: str, max_len: int) -> str:
     value = value.strip()
     if len(value) > max_len:
         raise ValidationError(name, f"{name} is longer than {max_len} characters")
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise ValidationError(name, f"{name} must not contain control characters")
+    if any(unicodedata.category(c) == "Cc" for c in value) or xml_forbidden(value):
+        raise ValidationError(name, f"{name} must not contain control characters, "
+                                    "noncharacters or lone surrogates")
     return value
 
 
@@ -393,7 +397,8 @@ def _merge_same_phone(updates: Iterable[CustomerUpdate]) -> dict[str, dict[str, 
 
 
 def upsert_many(
-    svc: Services, updates: Iterable[CustomerUpdate], *, chunk_size: int = CHUNK_SIZE
+    svc: Services, updates: Iterable[CustomerUpdate], *, chunk_size: int = CHUNK_SIZE,
+    by: str = "",
 ) -> list[Customer]:
     """Upsert by phone and keep the service/region/all index sets in step; return the result.
 
@@ -410,12 +415,12 @@ def upsert_many(
     now = svc.now().astimezone(UTC).isoformat()
     written: list[Customer] = []
     for start in range(0, len(merged), chunk_size):
-        written += _write_chunk(svc, merged[start : start + chunk_size], now)
+        written += _write_chunk(svc, merged[start : start + chunk_size], now, by)
     return written
 
 
 def _write_chunk(
-    svc: Services, chunk: list[tuple[str, dict[str, Any]]], now: str
+    svc: Services, chunk: list[tuple[str, dict[str, Any]]], now: str, by: str
 ) -> list[Customer]:
     hash_keys = [keys.customer(phone) for phone, _ in chunk]
     with svc.redis.pipeline(transaction=True) as pipe:
@@ -433,7 +438,8 @@ def _write_chunk(
                 for (phone, changes), data in zip(chunk, stored, strict=True):
                     old = Customer.from_hash(data) or Customer(phone=phone)
                     new = replace(
-                        old, **changes, phone=phone, mobile=is_mobile(phone), updated_at=now
+                        old, **changes, phone=phone, mobile=is_mobile(phone), updated_at=now,
+                        updated_by=by,
                     )
                     _queue_write(pipe, old if data else None, new)
                     customers.append(new)

@@ -1,4 +1,4 @@
-"""The admin API's error shape: {"error": {"code", "message", "field"?}} with a 4xx status."""
+"""The admin API's error shape: {"error": {"code", "message", "field"?, "errors"?}}, 4xx."""
 
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ class ApiError(Exception):
     """A request we refuse; raised anywhere under /api and turned into JSON once."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 details: list[dict[str, object]] | None = None) -> None:
+                 details: list[dict[str, object]] | None = None,
+                 errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
-        self.details = details
+        self.details, self.errors = details, errors
 
 
 class StorageConflict(Exception):
@@ -44,18 +45,34 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_field", message, field)
 
 
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8 (a lone surrogate from the request becomes U+FFFD)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def error_body(code: str, message: str, field: str | None = None,
-               details: list[dict[str, object]] | None = None) -> dict[str, object]:
-    err: dict[str, object] = {"code": code, "message": message}
+               details: list[dict[str, object]] | None = None,
+               errors: list[dict[str, str]] | None = None) -> dict[str, object]:
+    """PRODUCT.md §2's error: {"error": {"code", "message", "field"?, "errors"?}}; `errors`
+    lists every bad field ({field, message}) and `field` is the first of them."""
+    err: dict[str, object] = {"code": code, "message": _printable(message)}
     if field is not None:
-        err["field"] = field
+        err["field"] = _printable(field)
+    if errors:
+        err["errors"] = [{k: _printable(v) for k, v in e.items()} for e in errors]
     if details:
         err["details"] = details
     return {"error": err}
 
 
 def _api_error(e: ApiError) -> tuple[Response, int]:
-    return jsonify(error_body(e.code, e.message, e.field, e.details)), e.status
+    errors = e.errors
+    if errors is None and e.status == 400 and e.field is not None:
+        errors = [{"field": e.field, "message": e.message}]  # a 400 always lists its fields
+    response = jsonify(error_body(e.code, e.message, e.field, e.details, errors))
+    if e.status == 429:
+        response.headers["Retry-After"] = "900"
+    return response, e.status
 
 
 def _http_error(e: HTTPException) -> Response | HTTPException:

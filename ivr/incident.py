@@ -6,7 +6,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast, overload
 
 import redis
@@ -134,9 +134,26 @@ def parse_new(body: Mapping[str, Any], svc: Services) -> dict[str, Any]:
         "announcement": announcement,
         "recordings": _per_language(body["recordings"], "recordings", url=True)
         if body.get("recordings") is not None else {},
-        "eta": _iso(validate.timestamp(body.get("eta"), "eta", svc.tz)),
+        "eta": check_eta(svc, _iso(validate.timestamp(body.get("eta"), "eta", svc.tz))),
         "notify": validate.boolean(body, "notify", True),
     }
+
+
+ETA_HORIZON = timedelta(days=365)
+"""How far ahead an ETA may be: beyond it is a typo (9999-12-31), not an estimate."""
+
+
+def check_eta(svc: Services, eta: str | None, since: str | None = None) -> str | None:
+    """`eta` when it falls between `since` (the declaration; now for a new incident) and
+    ETA_HORIZON from now; else a 400 naming eta. Callers hear the ETA read out, and a time
+    outside any sane window once silenced every announcement (issue 13)."""
+    if eta is None:
+        return None
+    moment, now = from_iso(eta), svc.now()
+    start = from_iso(since) if since else now
+    if not start - timedelta(minutes=1) <= moment <= now + ETA_HORIZON:
+        raise invalid("eta", "eta must fall between the declaration and one year from now")
+    return eta
 
 
 def parse_patch(body: Mapping[str, Any], svc: Services) -> dict[str, Any]:
@@ -200,20 +217,21 @@ def new_id(svc: Services) -> str:
     return f"INC-{svc.now().astimezone(svc.tz):%Y%m%d-%H%M}-{suffix}"
 
 
-def declare(svc: Services, fields: dict[str, Any], declared_by: str) -> dict[str, Any]:
-    """Store a new incident and make it the announcement every matching caller hears."""
+def declare(svc: Services, fields: dict[str, Any], by: str) -> dict[str, Any]:
+    """Store a new incident and make it the announcement every matching caller hears; `by`
+    is the login of whoever declared it ("bootstrap" for IVR_ADMIN_TOKEN)."""
     now = svc.now()
     incident_id = new_id(svc)
     while svc.redis.exists(keys.incident(incident_id)):  # a draw already taken: once in ~10^6
         incident_id = new_id(svc)
     doc = {
         "id": incident_id, **fields,
-        "declared_by": declared_by,
+        "declared_by": by,
         "created_at": _iso(now), "updated_at": _iso(now), "resolved_at": None,
         "update_seq": 0,
         "next_update_at": first_due(svc, fields),
     }
-    entry = {"seq": 0, "kind": "declared", "at": _iso(now), "by": declared_by,
+    entry = {"seq": 0, "kind": "declared", "at": _iso(now), "by": by,
              "status": doc["status"], "message": doc["announcement"], "eta": doc["eta"]}
     pipe = svc.redis.pipeline(transaction=True)
     pipe.set(keys.incident(incident_id), json.dumps(doc, ensure_ascii=False))

@@ -221,15 +221,54 @@ def agent_assignment(agent_call_sid: str) -> str:
 
 def supervisor_roster() -> str:
     """Hash: E.164 phone -> supervisor JSON (name, skills, level, on_call, order, lang,
-    updated_at), the whole on-call roster in one key, so a roster replace is one MULTI
-    (DEL + HSET) and the escalation ladder is one HGETALL. At most supervisor.MAX_ROSTER
-    fields. No TTL."""
+    updated_at, updated_by), the whole on-call roster in one key, so a roster replace is one
+    MULTI (DEL + HSET) and the escalation ladder is one HGETALL. At most
+    supervisor.MAX_ROSTER fields. No TTL."""
     return f"{PREFIX}:supervisors:roster"
 
 
 def token(token_hash: str) -> str:
-    """Hash: an admin API token by its SHA-256 (name, created_at). No TTL."""
+    """Hash: an API token by its SHA-256 (name = the owner's login, person_id, token_id,
+    created_at, created_by). No TTL; deleted when revoked or its person is deactivated."""
     return f"{PREFIX}:token:{token_hash}"
+
+
+def token_ref(token_id: str) -> str:
+    """String: the SHA-256 of the token with this id, so DELETE /api/tokens/<id> finds it.
+    No TTL; deleted with the token."""
+    return f"{PREFIX}:token_id:{token_id}"
+
+
+def person(person_id: str) -> str:
+    """Hash: one person (login, name, role, phone, active, session_epoch, password_hash,
+    created_at, created_by, updated_at, updated_by). No TTL."""
+    return f"{PREFIX}:person:{person_id}"
+
+
+def people() -> str:
+    """Sorted set: every person id scored by creation time (epoch seconds). No TTL."""
+    return f"{PREFIX}:people"
+
+
+def person_login(login: str) -> str:
+    """String: the person id that holds a login (lower case), so logins stay unique. No TTL."""
+    return f"{PREFIX}:person_login:{login}"
+
+
+def person_tokens(person_id: str) -> str:
+    """Set: the token ids of one person, all revoked at once on deactivation. No TTL."""
+    return f"{PREFIX}:person:{person_id}:tokens"
+
+
+SIGNIN_WINDOW = 15 * 60
+"""Seconds a failed sign-in or a bad token counts against a login, a person or an address."""
+
+
+def auth_failures(kind: str, subject: str, window: int) -> str:
+    """String counter: failed sign-ins (kind 'login'/'client') or bad tokens ('token_client',
+    'token_person') of one subject (a login, address or token id as a SHA-256 prefix) in one
+    fixed window (epoch seconds // SIGNIN_WINDOW). TTL 2 * SIGNIN_WINDOW from the first."""
+    return f"{PREFIX}:auth_fail:{kind}:{subject}:{window}"
 
 
 # --- Metrics (ivr/metrics.py reads these at scrape time) -------------------------------------
@@ -287,6 +326,7 @@ ALL = (sms_undeliverable, sms_claim, sms_message, sms_inbound, sms_rate, sms_aud
        customer, customers_all, customers_by_service, customers_by_region,
        sms_optout, caller_calls, call, escalation_log, escalation_leg,
        escalations_raised_by, calls_recent, calls_active, calls_swept, waiting,
-       agent_assignment, token,
+       agent_assignment, token, token_ref, person, people, person_login, person_tokens,
+       auth_failures,
        supervisor_roster,
        metrics_calls_by_kinds, metrics_sms, metrics_escalations, metrics_escalation_attempts)

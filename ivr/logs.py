@@ -57,7 +57,7 @@ _SECRET_PAIR = re.compile(
 # and must stay readable; the configured secrets themselves are masked by value (MaskFilter).
 _NAMED_HEX = re.compile(
     r"(?i)\b((?:token|secret|password|key)s?)(\s+)[0-9a-f]{32,}(?![0-9A-Za-z])")
-# The admin API's own tokens (ivr.auth.issue_token).
+# The API tokens of people (ivr.person.issue_token).
 _IVR_TOKEN = re.compile(r"\bivr_[A-Za-z0-9_-]{16,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 # SMS opt-out links, /u/<token> (ivr.optout): the token decodes to the phone number. Also

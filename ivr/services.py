@@ -92,7 +92,10 @@ class Services:
         """A stored UTC ISO time in IVR_TIMEZONE, for what people read and hear."""
         if not iso:
             return None
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.tz)
+        try:
+            return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.tz)
+        except (ValueError, OverflowError):  # a bad stored value: say nothing, not fail
+            return None
 
 
 def field_args(fields: Mapping[str, Any]) -> list[Any]:

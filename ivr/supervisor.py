@@ -58,6 +58,7 @@ class Supervisor:
     order: int
     lang: str = "ja"
     updated_at: str = ""
+    updated_by: str = ""
 
     def ring_key(self) -> tuple[int, str, str]:
         """Lower `order` rings first; the name (then the number) breaks ties."""
@@ -86,6 +87,7 @@ class Supervisor:
             order=int(data["order"]),
             lang=str(data.get("lang", "ja")),
             updated_at=str(data.get("updated_at", "")),
+            updated_by=str(data.get("updated_by", "")),
         )
 
 
@@ -258,11 +260,12 @@ def candidates(svc: Services, reason: str, everyone: list[Supervisor] | None = N
 # --- writing ------------------------------------------------------------------------------
 
 
-def _stamped(svc: Services, sup: Supervisor) -> Supervisor:
-    return replace(sup, updated_at=svc.now().astimezone(UTC).isoformat())
+def _stamped(svc: Services, sup: Supervisor, by: str) -> Supervisor:
+    return replace(sup, updated_at=svc.now().astimezone(UTC).isoformat(), updated_by=by)
 
 
-def replace_roster(svc: Services, sups: Sequence[Supervisor]) -> list[Supervisor]:
+def replace_roster(svc: Services, sups: Sequence[Supervisor], *, by: str = ""
+                   ) -> list[Supervisor]:
     """Make `sups` the whole roster in one MULTI: everyone not in it is gone, atomically.
 
     An empty list empties the roster (then every escalation goes to the priority queue).
@@ -273,25 +276,25 @@ def replace_roster(svc: Services, sups: Sequence[Supervisor]) -> list[Supervisor
         raise ValueError("the same phone number appears twice in the roster")
     if len(sups) > MAX_ROSTER:
         raise ValueError(f"a roster holds at most {MAX_ROSTER} supervisors")
-    stamped = [_stamped(svc, s) for s in sups]
+    stamped = [_stamped(svc, s, by) for s in sups]
     key = keys.supervisor_roster()
     with svc.redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)
         if stamped:
             pipe.hset(key, mapping={s.phone: s.dumps() for s in stamped})
         pipe.execute()
-    log.info("supervisor roster replaced count=%d", len(stamped))
+    log.info("supervisor roster replaced count=%d by=%s", len(stamped), by)
     return sorted(stamped, key=Supervisor.ring_key)
 
 
-def upsert(svc: Services, sup: Supervisor) -> list[Supervisor]:
+def upsert(svc: Services, sup: Supervisor, *, by: str = "") -> list[Supervisor]:
     """Add or replace one supervisor (by phone); return the resulting roster in ring order.
 
     A new number is refused with RosterFull once the roster holds MAX_ROSTER. The size check
     and the write are one WATCH/MULTI, and the answer is read inside the same MULTI, so it is
     exactly the roster this write produced.
     """
-    stamped = _stamped(svc, sup)
+    stamped = _stamped(svc, sup, by)
     key = keys.supervisor_roster()
     with svc.redis.pipeline(transaction=True) as pipe:
         for _ in range(WATCH_ATTEMPTS):

@@ -87,4 +87,7 @@ def timestamp(value: Any, field: str, tz: ZoneInfo) -> datetime | None:
         raise invalid(field, f"{field} must be an ISO-8601 time or null") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(ZoneInfo("UTC"))
+    try:
+        return parsed.astimezone(ZoneInfo("UTC"))
+    except OverflowError:  # 0001-01-01T08:00+09:00 is before year 1 in UTC
+        raise invalid(field, f"{field} is out of range") from None

@@ -174,3 +174,60 @@ def test_call_without_a_token_says_where_to_get_it():
     assert result.exit_code == 1
     assert "TWILIO_AUTH_TOKEN is not set" in result.output
     assert "source .run/dev.env" in result.output
+
+
+def _settings(config, monkeypatch):
+    for name, value in config.items():
+        if name.isupper():
+            monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("IVR_USER_PASSWORD", raising=False)
+
+
+def test_user_create_asks_for_the_password_twice_and_keeps_only_its_hash(
+        config, svc, monkeypatch):
+    from ivr import person
+
+    _settings(config, monkeypatch)
+    result = CliRunner().invoke(
+        cli, ["user", "create", "--login", "kimura", "--role", "admin", "--name", "木村"],
+        input="a long enough password\na long enough password\n", catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert "a long enough password" not in result.output
+    made = person.by_login(svc, "kimura")
+    assert (made.role, made.name, made.created_by) == ("admin", "木村", "cli")
+    assert person.authenticate(svc, "kimura", "a long enough password", client="cli") == made
+    again = CliRunner().invoke(cli, ["user", "create", "--login", "kimura", "--role", "admin"],
+                               input="another long password\nanother long password\n")
+    assert again.exit_code == 1 and "already in use" in again.output
+
+
+def test_user_create_refuses_a_short_password_and_a_bad_login(config, svc, monkeypatch):
+    from ivr import person
+
+    _settings(config, monkeypatch)
+    result = CliRunner().invoke(cli, ["user", "create", "--login", "Bad Login", "--role",
+                                      "operator"], input="short\nshort\n")
+    assert result.exit_code == 1
+    assert "login has the wrong form" in result.output and "password" in result.output
+    assert person.list_people(svc) == []
+
+
+def test_user_create_reset_sets_a_new_password(config, svc, monkeypatch):
+    from ivr import person
+
+    _settings(config, monkeypatch)
+    first = person.create(svc, login="dev-admin", name="x", role="operator",
+                          password="the first password", by="bootstrap")
+    monkeypatch.setenv("IVR_USER_PASSWORD", "the second password")
+    result = CliRunner().invoke(cli, ["user", "create", "--login", "dev-admin", "--role",
+                                      "admin", "--reset"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"id={first.id}" in result.output
+    assert person.authenticate(svc, "dev-admin", "the second password", client="c").role == (
+        "admin")
+
+
+def test_api_doc_check_passes_on_the_checked_in_reference():
+    result = run("api-doc", "--check")
+    assert result.exit_code == 0, result.output

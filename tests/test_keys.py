@@ -25,6 +25,12 @@ SAMPLES = {
     "due": 1795395600,
     "message_sid": "SM" + "0123456789abcdef" * 2,
     "name": "operator-1",
+    "token_id": "t-0123456789abcdef",
+    "person_id": "p-0123456789abcdef",
+    "login": "yamada",
+    "kind": "login",
+    "subject": "0123456789abcdef",
+    "window": 1995395,
 }
 
 

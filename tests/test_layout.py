@@ -23,7 +23,6 @@ WIRING = {
     "ivr": "create_app: registers the blueprints and builds Services",
     "ivr.errors": "the admin API's error handlers, read request.path",
     "ivr.signature": "the @twilio_signed decorator, reads the request it checks",
-    "ivr.auth": "the admin token decorator, reads the request and sets g.admin",
     "ivr.health": "the /healthz and /readyz blueprint",
     "ivr.metrics": "the /metrics blueprint and the per-request timing hooks",
     "ivr.sms": "the Twilio messaging webhooks' blueprint",

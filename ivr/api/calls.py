@@ -6,20 +6,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, jsonify, request
 
-from ivr import call, current_services, escalation, keys, supervisor, validate
-from ivr.api import bp
-from ivr.api.body import json_object
+from ivr import call, current_services, escalation, keys, supervisor
+from ivr.api import actor, bp, json_body
 from ivr.errors import ApiError, invalid
-from ivr.flows import REASONS
+from ivr.schemas import ROSTER_REASONS
 from ivr.services import Services
 from ivr.urls import public_url
 
 LIST_MAX = 500
 TAG = re.compile(r"^[A-Za-z0-9:_-]{1,80}$")
 NAME = re.compile(r"^[^\s:]{1,64}$")
-OUTCOMES = ("resolved", "callback", "unresolved", "transferred")
 MOVABLE = ("greeting", "queued", "requeued")
 
 
@@ -73,10 +71,10 @@ def escalate(call_sid: str) -> tuple[Response, int]:
     their operator directly, whose operator follows (/voice/agent-rejoin), never left
     behind."""
     svc = current_services()
-    body = json_object(request)
-    validate.only_fields(body, ("reason", "note"))
-    reason = validate.choice(body, "reason", REASONS, default="operator")
-    note = validate.text(body, "note", required=False, max_len=500) or ""
+    body = json_body("Escalate")
+    given = body.get("reason", "operator")
+    reason = ROSTER_REASONS.get(given, given)  # the roster's words name a ladder too
+    note = (body.get("note") or "").strip()
     record = _live_call(svc, call_sid)
     if record.get("state") == "completed":
         raise ApiError(409, "call_ended", f"call {call_sid} has ended")
@@ -87,11 +85,11 @@ def escalate(call_sid: str) -> tuple[Response, int]:
     if record.get("esc_state") in ("dialing", "ringing", "accepted"):
         raise ApiError(409, "already_escalated", f"call {call_sid} is already escalated")
     if not supervisor.candidates(svc, str(reason)):
-        raise ApiError(409, "no_supervisor", f"no supervisor on call for {reason}; check "
+        raise ApiError(409, "no_supervisor", f"no supervisor on call for {given}; check "
                                              "GET /api/supervisors", "reason")
     bridged = record.get("state") == "connected" and record.get("bridge") == "queue"
     move = record.get("state") in MOVABLE or bridged
-    escalation.start(svc, call_sid, trigger="operator", reason=reason, raised_by=g.admin,
+    escalation.start(svc, call_sid, trigger="operator", reason=reason, raised_by=actor().login,
                      note=note)
     if bridged:  # TaskRouter's direct bridge: the operator's leg follows to the room
         call.mark(svc, call_sid, bridge="conference")
@@ -106,11 +104,11 @@ def escalate(call_sid: str) -> tuple[Response, int]:
 def outcome(call_sid: str) -> Response:
     """The SV records how the escalation ended; the raising operator sees it in their list."""
     svc = current_services()
-    body = json_object(request)
-    validate.only_fields(body, ("result", "note"))
-    result = validate.choice(body, "result", OUTCOMES)
-    note = validate.text(body, "note", required=False, max_len=1000) or ""
+    body = json_body("Outcome")
+    result = body["result"]
+    note = (body.get("note") or "").strip()
     _live_call(svc, call_sid)
-    if not escalation.record_outcome(svc, call_sid, result=str(result), note=note, by=g.admin):
+    if not escalation.record_outcome(svc, call_sid, result=str(result), note=note,
+                                     by=actor().login):
         raise ApiError(409, "not_escalated", f"call {call_sid} has no escalation")
     return jsonify(_view(svc, _live_call(svc, call_sid)))

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Response, current_app, jsonify, request
 
-from ivr import current_services, customer, undeliverable
-from ivr.api import bp
+from ivr import current_services, customer, schemas, undeliverable
+from ivr.api import actor, bp, json_body
 from ivr.errors import ApiError, invalid
 from ivr.phone import normalize
 
@@ -45,15 +45,18 @@ def _customers_json(written: list[customer.Customer]) -> list[dict[str, Any]]:
 @bp.put("/customers")
 def upsert_customers() -> tuple[Response, int]:
     """Upsert one customer object or a list of them by phone; fields not sent keep their value."""
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True) if request.is_json else None
     if isinstance(body, dict):
+        json_body("Customer")
         try:
             updates = [customer.check(body)]
         except customer.ValidationError as e:
             raise invalid(e.field or "body", e.message) from None
     elif isinstance(body, list):
+        bad_text = schemas.unspeakable(body)
+        if bad_text:
+            raise ApiError(400, "invalid_field", bad_text[0].message, bad_text[0].field,
+                           errors=[e.to_json() for e in bad_text])
         if len(body) > MAX_LIST:
             raise ApiError(
                 400,
@@ -66,8 +69,9 @@ def upsert_customers() -> tuple[Response, int]:
         except customer.RecordsRejected as e:
             raise _rejected(e, "invalid_items", "index", "list") from None
     else:
+        json_body("Customer")  # 415 unless JSON, else 400 naming what is wrong
         raise ApiError(400, "invalid_json", "the body must be a customer object or a list")
-    written = customer.upsert_many(current_services(), updates)
+    written = customer.upsert_many(current_services(), updates, by=actor().login)
     answer: dict[str, Any] = {"upserted": len(written)}
     if len(written) <= ECHO_MAX:
         answer["customers"] = _customers_json(written)
@@ -92,7 +96,7 @@ def import_customers() -> tuple[Response, int]:
         raise ApiError(400, "invalid_csv", e.message, e.field) from None
     except customer.RecordsRejected as e:
         raise _rejected(e, "invalid_rows", "row", "file") from None
-    written = customer.upsert_many(current_services(), updates)
+    written = customer.upsert_many(current_services(), updates, by=actor().login)
     log.info("customers imported count=%d", len(written))
     return jsonify(imported=len(written)), 200
 

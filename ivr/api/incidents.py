@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Response, g, jsonify, request
+from flask import Response, jsonify, request
 
 from ivr import current_services, incident, progress
-from ivr.api import bp
-from ivr.api.body import json_object
+from ivr.api import actor, bp, json_body
 from ivr.errors import invalid
 
 
@@ -14,12 +13,12 @@ from ivr.errors import invalid
 def declare() -> tuple[Response, int]:
     """Declare an incident: from now on every matching caller hears its announcement."""
     svc = current_services()
-    fields = incident.parse_new(json_object(request), svc)
+    fields = incident.parse_new(json_body("IncidentNew"), svc)
     draft = {**fields, "id": "draft", "next_update_at": incident.first_due(svc, fields)}
     sms = progress.checked_preview(svc, draft, {"kind": "declared",
                                                 "message": fields["announcement"]},
                                    "announcement", enforce=fields["notify"])
-    doc = incident.declare(svc, fields, g.admin)
+    doc = incident.declare(svc, fields, by=actor().login)
     progress.queue_fan_out(svc, doc, 0, urgent=True)
     progress.schedule(svc, doc)
     return jsonify({**incident.load(svc, doc["id"]), "sms_preview": sms}), 201
@@ -45,8 +44,10 @@ def edit(incident_id: str) -> Response:
     """Change what callers hear (announcement, eta, status, scope, audience) at once; a new
     severity re-arms the update clock on its cadence."""
     svc = current_services()
-    changes = incident.parse_patch(json_object(request), svc)
-    doc = incident.patch(svc, incident_id, changes, g.admin)
+    changes = incident.parse_patch(json_body("IncidentPatch"), svc)
+    if changes.get("eta") is not None:
+        incident.check_eta(svc, changes["eta"], incident.load(svc, incident_id)["created_at"])
+    doc = incident.patch(svc, incident_id, changes, by=actor().login)
     if "severity" in changes:
         progress.release_held(svc, doc)
         progress.schedule(svc, doc)
@@ -57,11 +58,12 @@ def edit(incident_id: str) -> Response:
 def post_update(incident_id: str) -> tuple[Response, int]:
     """A progress update: callers in the queue hear it and the update clock restarts."""
     svc = current_services()
-    update = incident.parse_update(json_object(request), svc)
+    update = incident.parse_update(json_body("IncidentUpdate"), svc)
     current = incident.load(svc, incident_id)
+    incident.check_eta(svc, update.get("eta"), current["created_at"])
     sms = progress.checked_preview(svc, {**current, **update}, {"kind": "update", **update},
                                    "message", enforce=current.get("notify", True))
-    doc, entry = incident.post_update(svc, incident_id, update, g.admin)
+    doc, entry = incident.post_update(svc, incident_id, update, by=actor().login)
     progress.queue_fan_out(svc, doc, entry["seq"], urgent=doc["severity"] == "critical")
     progress.schedule(svc, doc)
     return jsonify(update=entry, incident=incident.load(svc, doc["id"]), sms_preview=sms), 201
@@ -71,10 +73,10 @@ def post_update(incident_id: str) -> tuple[Response, int]:
 def resolve(incident_id: str) -> Response:
     """Close the incident: callers stop hearing it and the update clock stops."""
     svc = current_services()
-    update = incident.parse_update(json_object(request), svc, closing=True)
+    update = incident.parse_update(json_body("IncidentResolve"), svc, closing=True)
     current = incident.load(svc, incident_id)
     sms = progress.checked_preview(svc, current, {"kind": "resolved", **update}, "message",
                                    enforce=current.get("notify", True))
-    doc = incident.resolve(svc, incident_id, update["message"], g.admin)
+    doc = incident.resolve(svc, incident_id, update["message"], by=actor().login)
     progress.queue_fan_out(svc, doc, doc["update_seq"], urgent=True)
     return jsonify({**incident.load(svc, incident_id), "sms_preview": sms})

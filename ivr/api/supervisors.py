@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Response, jsonify, request
 
 from ivr import current_services, supervisor
-from ivr.api import bp
+from ivr.api import actor, bp, json_body
 from ivr.errors import ApiError, invalid
+from ivr.schemas import ROSTER_REASONS
 from ivr.supervisor import Supervisor
 
 
@@ -27,20 +28,18 @@ def put_supervisors() -> Response:
 
     Either way the answer is the resulting roster in ring order; bad input writes nothing.
     """
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    body = request.get_json(silent=True)
+    body = json_body("Supervisor", alt="Roster")
     if isinstance(body, list):
         if len(body) > supervisor.MAX_ROSTER:
             raise ApiError(
                 400, "too_many", f"a roster holds at most {supervisor.MAX_ROSTER} supervisors"
             )
         sups = supervisor.check_roster(body)
-        result = supervisor.replace_roster(current_services(), sups)
+        result = supervisor.replace_roster(current_services(), sups, by=actor().login)
     elif isinstance(body, dict):
         sup = supervisor.check(body)
         try:
-            result = supervisor.upsert(current_services(), sup)
+            result = supervisor.upsert(current_services(), sup, by=actor().login)
         except supervisor.RosterFull as e:
             raise ApiError(400, "too_many", str(e), "phone") from None
     else:
@@ -56,6 +55,7 @@ def supervisor_candidates() -> Response:
     reason = request.args.get("reason", "").strip()
     if not reason:
         raise invalid("reason", "reason is required, such as ?reason=manager")
+    reason = ROSTER_REASONS.get(reason, reason)  # the roster's words name a ladder too
     svc = current_services()
     try:
         supervisor.ladder_steps(svc, reason)

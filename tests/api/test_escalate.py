@@ -46,7 +46,7 @@ def test_sv_is_added_to_the_operators_room_with_the_note(admin, roster, twilio_p
     assert response.status_code == 202, response.get_json()
     body = response.get_json()
     assert body["escalation"]["state"] == "dialing"
-    assert body["escalation"]["raised_by"] == "admin"
+    assert body["escalation"]["raised_by"] == "bootstrap"
     assert body["escalation"]["reason"] == "money"
     assert body["context"]["why"] == {"trigger": "operator", "reason": "money",
                                       "note": "返金額の判断をお願いします"}
@@ -151,7 +151,7 @@ def test_outcome_reaches_the_operator_who_raised_it(admin, roster, twilio_post, 
     response = admin.post(f"/api/calls/{sid}/outcome",
                           json={"result": "resolved", "note": "次回請求で減額して解決"})
     assert response.status_code == 200
-    listed = admin.get("/api/calls?raised_by=admin").get_json()["calls"]
+    listed = admin.get("/api/calls?raised_by=bootstrap").get_json()["calls"]
     assert [c["call_sid"] for c in listed] == [sid]
     esc = listed[0]["escalation"]
     assert esc["outcome"]["result"] == "resolved"

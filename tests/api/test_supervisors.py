@@ -93,6 +93,7 @@ def test_put_list_stores_the_roster_and_answers_in_ring_order(admin: Any, redis:
         "order": 10,
         "lang": "en",
         "updated_at": UPDATED_AT,
+        "updated_by": "bootstrap",
     }
     assert answer[0]["lang"] == "ja"  # the default
     assert stored_phones(redis) == {e164(1), e164(2), e164(3)}
@@ -531,3 +532,13 @@ def test_redis_down_is_503_json(tmp_path: Any, fake_twilio: Any, content: Any) -
 
     assert [r.status_code for r in answers] == [503] * 4
     assert [r.get_json()["error"]["code"] for r in answers] == ["storage_unavailable"] * 4
+
+
+@pytest.mark.parametrize("word,ladder", [("billing", "money"), ("general", "operator"),
+                                         ("technical", "technical")])
+def test_candidates_take_the_rosters_words(admin: Any, word: str, ladder: str) -> None:
+    assert admin.put("/api/supervisors", json=LADDER_ROSTER).status_code == 200
+    by_word = admin.get(f"/api/supervisors/candidates?reason={word}")
+    by_ladder = admin.get(f"/api/supervisors/candidates?reason={ladder}")
+    assert by_word.status_code == 200
+    assert names(by_word, "candidates") == names(by_ladder, "candidates")

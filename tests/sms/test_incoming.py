@@ -343,3 +343,16 @@ def test_without_redis_the_answer_is_an_empty_response(tmp_path, fake_twilio, co
     finally:
         services.redis.close()
         services.rq_redis.close()
+
+
+def test_status_survives_a_far_future_eta_stored_before_the_api_refused_it(svc, text):
+    """Issue 13: 9999-12-31T23:00Z in the store overflowed in Tokyo time and emptied the
+    reply; now the ETA reads as unknown and the rest of the reply stands."""
+    put_incident(svc, "INC-20261123-0002", title="全サービス障害", audience="all",
+                 eta="9999-12-31T23:00:00Z")
+    assert messages(text("状況")) == [
+        "【全サービス障害】\n"
+        "現在、メールサービスがご利用いただけない状況です。\n"
+        "原因につきましては、現在確認中です。\n"
+        "復旧見込み: 現在確認中です\n"
+        "次回のお知らせ: 11時00分ごろ"]
