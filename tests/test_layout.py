@@ -74,7 +74,7 @@ def test_the_checker_sees_each_kind_of_forbidden_import():
     assert violations("from flask.globals import current_app") != []
     assert violations("import flask\nflask.g.x = 1") == ["flask.g"]
     assert violations("from ivr import voice") == ["from ivr import voice"]
-    assert violations("from ivr.api.body import json_object") != []
+    assert violations("from ivr.api import json_body") != []
     assert violations("def f():\n    import ivr.console.views\n") != []
 
 
