@@ -20,7 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
     """Build the web app; production passes nothing and reads the environment."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from ivr import errors, health, metrics, optout_page, sms, voice
+    from ivr import console, errors, health, metrics, optout_page, sms, voice
     from ivr.api import bp as api_bp
     from ivr.config import require_settings, settings_from_env
     from ivr.services import build_services
@@ -37,6 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, services: Services | 
     metrics.init_app(app)  # metrics: time every request (before/after_request hooks)
     for bp in (voice.bp, sms.bp, optout_page.bp, api_bp, health.bp):
         app.register_blueprint(bp)
+    console.init_app(app)
     return app
 
 

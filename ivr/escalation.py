@@ -245,3 +245,44 @@ def summary(svc: Services, record: dict[str, Any]) -> dict[str, Any] | None:
         "candidates": [c["name"] for c in record.get("esc_candidates") or []],
         "outcome": outcome or None,
     }
+
+
+MOVABLE = ("greeting", "queued", "requeued")
+"""Call states in which a caller is moved into their conference when an operator escalates."""
+
+
+def raise_for(svc: Services, call_sid: str, *, reason: str, note: str, by: str) -> None:
+    """An operator hands a live call up (the API's POST /api/calls/<sid>/escalate and the
+    console's call page): the SV is rung with the context and the note; a caller still
+    waiting is moved into their conference first, and so is one TaskRouter bridged to their
+    operator directly, whose operator follows (/voice/agent-rejoin). `reason` is a ladder
+    (flows/escalation.yaml) or one of the roster's words (schemas.ROSTER_REASONS). Refusals
+    are 404 (no such call) and 409 (ended, already escalated, nobody on call)."""
+    from ivr.errors import ApiError
+    from ivr.schemas import ROSTER_REASONS
+    from ivr.urls import public_url
+
+    ladder = ROSTER_REASONS.get(reason, reason)
+    record = call.get(svc, call_sid) if call_sid.startswith("CA") else None
+    if record is None:
+        raise ApiError(404, "not_found", f"no call {call_sid[:64]}")
+    if record.get("state") == "completed":
+        raise ApiError(409, "call_ended", f"call {call_sid} has ended")
+    if record.get("bridge") == call.BRIDGED_OUTSIDE_ROOM and record.get("state") == "connected":
+        raise ApiError(409, "not_in_conference", f"call {call_sid} was taken on the operator "
+                       "line while Redis was down and is not in its conference, so no "
+                       "supervisor can join it; hand it over by phone")
+    if record.get("esc_state") in ("dialing", "ringing", "accepted"):
+        raise ApiError(409, "already_escalated", f"call {call_sid} is already escalated")
+    if not supervisor.candidates(svc, ladder):
+        raise ApiError(409, "no_supervisor", f"no supervisor on call for {reason}; check "
+                                             "GET /api/supervisors", "reason")
+    bridged = record.get("state") == "connected" and record.get("bridge") == "queue"
+    move = record.get("state") in MOVABLE or bridged
+    start(svc, call_sid, trigger="operator", reason=ladder, raised_by=by, note=note)
+    if bridged:  # TaskRouter's direct bridge: the operator's leg follows to the room
+        call.mark(svc, call_sid, bridge="conference")
+    if move:
+        svc.queue.enqueue("worker.calls.redirect_call", call_sid,
+                          public_url(svc.config, "/voice/transfer", trigger="operator"),
+                          job_id=f"transfer-{call_sid}")

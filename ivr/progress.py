@@ -183,3 +183,59 @@ def subscribe_caller(svc: Services, call_sid: str, incident_id: str, phone: str)
         pass
     log.info("subscribed by key call_sid=%s from=%s", call_sid, mask(phone))
     return True
+
+
+# What declaring, editing, updating and resolving an incident do beyond the incident's own
+# document: check the SMS fits, queue its fan-out, re-arm the update clock. The API and the
+# console call these, so neither surface has steps of its own.
+
+def declare(svc: Services, fields: dict[str, Any], *, by: str
+            ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Declare an incident (fields from incident.parse_new) and queue its first report:
+    (the document, the SMS preview). A first report over the segment limit is a 400 and
+    nothing is written."""
+    draft = {**fields, "id": "draft", "next_update_at": incident.first_due(svc, fields)}
+    sms = checked_preview(svc, draft, {"kind": "declared", "message": fields["announcement"]},
+                          "announcement", enforce=fields["notify"])
+    doc = incident.declare(svc, fields, by=by)
+    queue_fan_out(svc, doc, 0, urgent=True)
+    schedule(svc, doc)
+    return doc, sms
+
+
+def edit(svc: Services, incident_id: str, changes: dict[str, Any], *, by: str
+         ) -> dict[str, Any]:
+    """Apply an edit (from incident.parse_patch); a new severity moves the update clock to
+    its cadence and may release an update held for quiet hours."""
+    if changes.get("eta") is not None:
+        incident.check_eta(svc, changes["eta"], incident.load(svc, incident_id)["created_at"])
+    doc = incident.patch(svc, incident_id, changes, by=by)
+    if "severity" in changes:
+        release_held(svc, doc)
+        schedule(svc, doc)
+    return doc
+
+
+def post_update(svc: Services, incident_id: str, update: dict[str, Any], *, by: str
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Post a progress update (from incident.parse_update), queue its SMS and restart the
+    clock: (the document, the timeline entry, the SMS preview)."""
+    current = incident.load(svc, incident_id)
+    incident.check_eta(svc, update.get("eta"), current["created_at"])
+    sms = checked_preview(svc, {**current, **update}, {"kind": "update", **update}, "message",
+                          enforce=current.get("notify", True))
+    doc, entry = incident.post_update(svc, incident_id, update, by=by)
+    queue_fan_out(svc, doc, entry["seq"], urgent=doc["severity"] == "critical")
+    schedule(svc, doc)
+    return doc, entry, sms
+
+
+def resolve(svc: Services, incident_id: str, update: dict[str, Any], *, by: str
+            ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Resolve (update from incident.parse_update(closing=True)) and queue the closing SMS."""
+    current = incident.load(svc, incident_id)
+    sms = checked_preview(svc, current, {"kind": "resolved", **update}, "message",
+                          enforce=current.get("notify", True))
+    doc = incident.resolve(svc, incident_id, update["message"], by=by)
+    queue_fan_out(svc, doc, doc["update_seq"], urgent=True)
+    return doc, sms

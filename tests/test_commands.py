@@ -175,6 +175,7 @@ def test_dev_starts_the_whole_service_and_stops_it_on_sigterm(dev: Dev) -> None:
     deadline = time.monotonic() + START_LIMIT
     dev.wait_for("GET /healthz 200", lambda: get(base + "/healthz") == 200, deadline)
     assert get(base + "/readyz") == 200, dev.log()
+    assert f"console http://127.0.0.1:{dev.port}/console/" in dev.log()
 
     env_file = (dev.repo / ".run" / "dev.env").read_text()
     assert "IVR_ADMIN_TOKEN=" in env_file and "TWILIO_AUTH_TOKEN=" in env_file

@@ -8,17 +8,14 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from ivr import call, current_services, escalation, keys, supervisor
+from ivr import call, current_services, escalation, keys
 from ivr.api import actor, bp, json_body
 from ivr.errors import ApiError, invalid
-from ivr.schemas import ROSTER_REASONS
 from ivr.services import Services
-from ivr.urls import public_url
 
 LIST_MAX = 500
 TAG = re.compile(r"^[A-Za-z0-9:_-]{1,80}$")
 NAME = re.compile(r"^[^\s:]{1,64}$")
-MOVABLE = ("greeting", "queued", "requeued")
 
 
 def _view(svc: Services, record: dict[str, Any]) -> dict[str, Any]:
@@ -72,31 +69,8 @@ def escalate(call_sid: str) -> tuple[Response, int]:
     behind."""
     svc = current_services()
     body = json_body("Escalate")
-    given = body.get("reason", "operator")
-    reason = ROSTER_REASONS.get(given, given)  # the roster's words name a ladder too
-    note = (body.get("note") or "").strip()
-    record = _live_call(svc, call_sid)
-    if record.get("state") == "completed":
-        raise ApiError(409, "call_ended", f"call {call_sid} has ended")
-    if record.get("bridge") == call.BRIDGED_OUTSIDE_ROOM and record.get("state") == "connected":
-        raise ApiError(409, "not_in_conference", f"call {call_sid} was taken on the operator "
-                       "line while Redis was down and is not in its conference, so no "
-                       "supervisor can join it; hand it over by phone")
-    if record.get("esc_state") in ("dialing", "ringing", "accepted"):
-        raise ApiError(409, "already_escalated", f"call {call_sid} is already escalated")
-    if not supervisor.candidates(svc, str(reason)):
-        raise ApiError(409, "no_supervisor", f"no supervisor on call for {given}; check "
-                                             "GET /api/supervisors", "reason")
-    bridged = record.get("state") == "connected" and record.get("bridge") == "queue"
-    move = record.get("state") in MOVABLE or bridged
-    escalation.start(svc, call_sid, trigger="operator", reason=reason, raised_by=actor().login,
-                     note=note)
-    if bridged:  # TaskRouter's direct bridge: the operator's leg follows to the room
-        call.mark(svc, call_sid, bridge="conference")
-    if move:
-        svc.queue.enqueue("worker.calls.redirect_call", call_sid,
-                          public_url(svc.config, "/voice/transfer", trigger="operator"),
-                          job_id=f"transfer-{call_sid}")
+    escalation.raise_for(svc, call_sid, reason=body.get("reason", "operator"),
+                         note=(body.get("note") or "").strip(), by=actor().login)
     return jsonify(_view(svc, _live_call(svc, call_sid))), 202
 
 

@@ -14,13 +14,7 @@ def declare() -> tuple[Response, int]:
     """Declare an incident: from now on every matching caller hears its announcement."""
     svc = current_services()
     fields = incident.parse_new(json_body("IncidentNew"), svc)
-    draft = {**fields, "id": "draft", "next_update_at": incident.first_due(svc, fields)}
-    sms = progress.checked_preview(svc, draft, {"kind": "declared",
-                                                "message": fields["announcement"]},
-                                   "announcement", enforce=fields["notify"])
-    doc = incident.declare(svc, fields, by=actor().login)
-    progress.queue_fan_out(svc, doc, 0, urgent=True)
-    progress.schedule(svc, doc)
+    doc, sms = progress.declare(svc, fields, by=actor().login)
     return jsonify({**incident.load(svc, doc["id"]), "sms_preview": sms}), 201
 
 
@@ -45,12 +39,7 @@ def edit(incident_id: str) -> Response:
     severity re-arms the update clock on its cadence."""
     svc = current_services()
     changes = incident.parse_patch(json_body("IncidentPatch"), svc)
-    if changes.get("eta") is not None:
-        incident.check_eta(svc, changes["eta"], incident.load(svc, incident_id)["created_at"])
-    doc = incident.patch(svc, incident_id, changes, by=actor().login)
-    if "severity" in changes:
-        progress.release_held(svc, doc)
-        progress.schedule(svc, doc)
+    progress.edit(svc, incident_id, changes, by=actor().login)
     return jsonify(incident.load(svc, incident_id))
 
 
@@ -59,13 +48,7 @@ def post_update(incident_id: str) -> tuple[Response, int]:
     """A progress update: callers in the queue hear it and the update clock restarts."""
     svc = current_services()
     update = incident.parse_update(json_body("IncidentUpdate"), svc)
-    current = incident.load(svc, incident_id)
-    incident.check_eta(svc, update.get("eta"), current["created_at"])
-    sms = progress.checked_preview(svc, {**current, **update}, {"kind": "update", **update},
-                                   "message", enforce=current.get("notify", True))
-    doc, entry = incident.post_update(svc, incident_id, update, by=actor().login)
-    progress.queue_fan_out(svc, doc, entry["seq"], urgent=doc["severity"] == "critical")
-    progress.schedule(svc, doc)
+    doc, entry, sms = progress.post_update(svc, incident_id, update, by=actor().login)
     return jsonify(update=entry, incident=incident.load(svc, doc["id"]), sms_preview=sms), 201
 
 
@@ -74,9 +57,5 @@ def resolve(incident_id: str) -> Response:
     """Close the incident: callers stop hearing it and the update clock stops."""
     svc = current_services()
     update = incident.parse_update(json_body("IncidentResolve"), svc, closing=True)
-    current = incident.load(svc, incident_id)
-    sms = progress.checked_preview(svc, current, {"kind": "resolved", **update}, "message",
-                                   enforce=current.get("notify", True))
-    doc = incident.resolve(svc, incident_id, update["message"], by=actor().login)
-    progress.queue_fan_out(svc, doc, doc["update_seq"], urgent=True)
+    _, sms = progress.resolve(svc, incident_id, update, by=actor().login)
     return jsonify({**incident.load(svc, incident_id), "sms_preview": sms})
