@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -100,21 +101,15 @@ class Worker(HerokuWorker):  # type: ignore[misc]
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's check, which quits the worker on a Redis error: here it waits a second and
         goes on, and the job loop waits for Redis as RQ's own does."""
-        try:
+        with _riding_out_redis("suspension not checked"):
             super().check_for_suspension(burst)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            log.warning("suspension not checked, redis unavailable (%s)", type(e).__name__)
-            time.sleep(1)
 
     def run_maintenance_tasks(self) -> None:
         """RQ's maintenance (clean registries, start the scheduler), which quits the worker
         on a Redis error: here it is left for the next pass (it runs again until it
         completes)."""
-        try:
+        with _riding_out_redis("maintenance skipped"):
             super().run_maintenance_tasks()
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            log.warning("maintenance skipped, redis unavailable (%s)", type(e).__name__)
-            time.sleep(1)
 
     def unsubscribe(self) -> None:
         """RQ's unsubscribe, race-free: the listening thread is told to end before the
@@ -156,6 +151,17 @@ class Worker(HerokuWorker):  # type: ignore[misc]
             scheduler.acquire_locks(auto_start=True)
         except redis.RedisError as e:
             log.warning("scheduler not started, redis unavailable (%s)", type(e).__name__)
+
+
+@contextlib.contextmanager
+def _riding_out_redis(skipped: str) -> Iterator[None]:
+    """Redis unreachable or too slow inside the block: log `skipped` and wait a second
+    instead of letting RQ's loop end the worker."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        log.warning("%s, redis unavailable (%s)", skipped, type(e).__name__)
+        time.sleep(1)
 
 
 def retryable(e: TwilioRestException) -> bool:

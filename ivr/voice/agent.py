@@ -17,11 +17,17 @@ from ivr.services import Services
 from ivr.signature import twilio_signed
 from ivr.twiml import twiml
 from ivr.voice import bp, operator_line, without_redis
-from ivr.voice.twiml import callback_url, conference, say, speak
+from ivr.voice.twiml import callback_url, conference, last_words, say, speak
 
 log = logging.getLogger(__name__)
 
 RESERVATION = re.compile(r"^WR[0-9a-fA-F]{32}$")
+
+
+def _caller_sid() -> str:
+    """The caller's CallSid our own callback URL carries (?call=CA…), checked as Twilio's
+    CallSid field is; '' when it is missing or malformed."""
+    return calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
 
 
 def _whisper(svc: Services, record: dict[str, Any], lang: str) -> str:
@@ -66,14 +72,12 @@ def _reserved(svc: Services, record: dict[str, Any] | None) -> Response:
     """The reserved caller's context when there is one, then take them from the queue."""
     lang = svc.flows.default_language
     reservation = request.args.get("reservation", "")
-    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    caller_sid = _caller_sid()
     vr = VoiceResponse()
     if not RESERVATION.match(reservation):
         log.warning("agent-whisper without a reservation sid call_sid=%s",
                     request.form.get("CallSid", "-")[:64])
-        speak(svc, vr, "agent_idle", lang)
-        vr.hangup()
-        return twiml(vr)
+        return twiml(last_words(svc, vr, "agent_idle", lang))
     if record:
         say(vr, _whisper(svc, record, lang), svc.flows.voice(lang))
     dial = Dial(action=callback_url("voice.agent_rejoin", call=caller_sid), method="POST") \
@@ -96,7 +100,7 @@ def agent_whisper() -> Response:
     """TaskRouter reservation `call` instruction: whisper the caller's context on the
     operator's leg, then take the reserved caller (?reservation=WR…&call=CA…)."""
     svc = current_services()
-    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    caller_sid = _caller_sid()
     record = None
     if caller_sid and RESERVATION.match(request.args.get("reservation", "")):
         record = calls.get(svc, caller_sid)
@@ -119,7 +123,7 @@ def agent_rejoin() -> Response:
     'conference'), the operator follows to hand over to the SV in the room; otherwise the
     caller hung up and the operator's leg ends too."""
     svc = current_services()
-    caller_sid = calls.CallInfo.parse({"CallSid": request.args.get("call", "")}).call_sid
+    caller_sid = _caller_sid()
     record = calls.get(svc, caller_sid) if caller_sid else None
     if record and record.get("bridge") == "conference" and record.get("state") != "completed":
         log.info("operator follows caller into the conference call_sid=%s agent_call_sid=%s",

@@ -23,6 +23,7 @@ from ivr.voice.twiml import (
     degraded,
     enqueue,
     gather,
+    last_words,
     say,
     speak,
     transfer_or_requeue,
@@ -207,9 +208,7 @@ def toggle_sms(svc: Services, call_sid: str, turn: int = 0) -> VoiceResponse:
     menu = svc.prompts.render("menu", lang, incident=bool(record.get("incidents")))
     gather(vr, svc.flows, svc.flows.voice(lang), menu, hints=svc.lexicon.hints(lang),
            turn=turn + 1)
-    speak(svc, vr, "goodbye", lang)
-    vr.hangup()
-    return vr
+    return last_words(svc, vr, "goodbye", lang)
 
 
 def _hold(svc: Services, vr: VoiceResponse) -> Response:

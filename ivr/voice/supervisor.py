@@ -20,6 +20,7 @@ from ivr.voice.twiml import (
     callback_url,
     conference,
     degraded,
+    last_words,
     priority_queue,
     say,
     speak,
@@ -53,10 +54,8 @@ def _accepted_by(record: dict[str, Any], attempt: int, leg_sid: str) -> bool:
 
 
 def _closed(svc: Services, lang: str) -> Response:
-    vr = VoiceResponse()
-    speak(svc, vr, "sv_closed", lang)
-    vr.hangup()
-    return twiml(vr)
+    """This attempt is no longer the SV's to take: say so and end their leg."""
+    return twiml(last_words(svc, VoiceResponse(), "sv_closed", lang))
 
 
 @bp.post("/sv-whisper")
@@ -85,9 +84,7 @@ def sv_whisper() -> Response:
     g = vr.gather(input="dtmf", num_digits=1, timeout=8, method="POST",
                   action=callback_url("voice.sv_connect", call=sid, attempt=attempt))
     say(g, text, svc.flows.voice(lang))
-    speak(svc, vr, "sv_no_input", lang)
-    vr.hangup()
-    return twiml(vr)
+    return twiml(last_words(svc, vr, "sv_no_input", lang))
 
 
 @bp.post("/sv-connect")
@@ -121,9 +118,7 @@ def sv_connect() -> Response:
                                 end_on_exit=alone_with_caller))
     if digits == "2":
         escalation.advance(svc, sid, attempt, "declined")
-        speak(svc, vr, "sv_declined", lang)
-        vr.hangup()
-        return twiml(vr)
+        return twiml(last_words(svc, vr, "sv_declined", lang))
     vr.redirect(callback_url("voice.sv_whisper", call=sid, attempt=attempt), method="POST")
     return twiml(vr)
 

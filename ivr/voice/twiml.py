@@ -108,6 +108,13 @@ def speak(svc: Services, target: Any, name: str, lang: str, /, **ctx: Any) -> No
     say(target, svc.prompts.render(name, lang, **ctx), svc.flows.voice(lang))
 
 
+def last_words(svc: Services, vr: VoiceResponse, name: str, lang: str) -> VoiceResponse:
+    """Say prompt `name` in `lang`, then <Hangup/>: how a leg with nothing more to do ends."""
+    speak(svc, vr, name, lang)
+    vr.hangup()
+    return vr
+
+
 def workflow_sid() -> str:
     """The TaskRouter workflow callers are queued in, or "" for the plain Twilio queue."""
     return str(current_app.config["TWILIO_WORKFLOW_SID"] or "")
@@ -135,10 +142,8 @@ def operator_degraded(svc: Services) -> VoiceResponse:
 def staff_degraded(svc: Services, lang: str | None = None) -> VoiceResponse:
     """An SV's leg without Redis: a short apology, then hang up. Never the customers' queue;
     the escalation watchdog rings the ladder on once Redis is back."""
-    vr = VoiceResponse()
-    speak(svc, vr, "sv_unavailable", lang or svc.flows.default_language)
-    vr.hangup()
-    return vr
+    return last_words(svc, VoiceResponse(), "sv_unavailable",
+                      lang or svc.flows.default_language)
 
 
 def priority_queue(svc: Services, vr: VoiceResponse, call_sid: str, lang: str,

@@ -38,8 +38,11 @@ class FakeTwilio:
     `delay` makes each request take that long before it is recorded. Clearing `gate` holds
     every request that arrives after it (counted in `held`) until it is set again, and only
     then records and answers it: a client that dies meanwhile leaves a request Twilio took.
-    `on_message`, when set, runs with each message Twilio took, before the sender hears back:
-    a sender held up right after Twilio accepted its message.
+    `hold_after`, when set, clears `gate` once, as soon as that many messages have been
+    taken, so the next request is held whatever the sender's speed. `on_message`, when set,
+    runs with each message Twilio took, before the sender hears back: a sender held up right
+    after Twilio accepted its message. `wait_until` blocks until the server's state passes a
+    check, woken by the server itself rather than by polling.
     """
 
     requests: list[Recorded] = field(default_factory=list)
@@ -49,12 +52,22 @@ class FakeTwilio:
     url: str = ""
     gate: threading.Event = field(default_factory=threading.Event)
     held: int = 0
+    hold_after: int | None = None
     on_message: Callable[[dict[str, Any]], None] | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    _changed: threading.Condition = field(init=False)
+
     def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
         self.gate.set()
+
+    def wait_until(self, check: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+        """Return once `check()` holds; `limit` only stops a test that would hang."""
+        with self._changed:
+            if not self._changed.wait_for(check, timeout=limit):
+                raise AssertionError(f"the fake Twilio never reached: {what}")
 
     def calls_updated(self) -> list[Recorded]:
         return [r for r in self.requests
@@ -73,6 +86,7 @@ class FakeTwilio:
             self.fail_next.clear()
             self.messages.clear()
             self.delay = 0.0
+            self.hold_after = None
             self.on_message = None
         self.gate.set()
 
@@ -89,13 +103,16 @@ class FakeTwilio:
         if self.delay:
             time.sleep(self.delay)
         if not self.gate.is_set():
-            with self._lock:
+            with self._changed:
                 self.held += 1
+                self._changed.notify_all()
             self.gate.wait(timeout=60)
-            with self._lock:
+            with self._changed:
                 self.held -= 1
-        with self._lock:
+                self._changed.notify_all()
+        with self._changed:
             self.requests.append(Recorded(req.method, req.path, form))
+            self._changed.notify_all()
             failure = self.fail_next.pop(0) if self.fail_next and req.method == "POST" else None
             n = next(self._ids)
         if failure:
@@ -115,8 +132,12 @@ class FakeTwilio:
             answer.update(sid=f"SM{n:032x}", to=form.get("To", [""])[0],
                           body=form.get("Body", [""])[0], num_segments="1",
                           date_created=formatdate(usegmt=True))
-            with self._lock:
+            with self._changed:
                 self.messages.append(answer)
+                if self.hold_after is not None and len(self.messages) >= self.hold_after:
+                    self.hold_after = None  # once: the test opens the gate again itself
+                    self.gate.clear()
+                self._changed.notify_all()
             if self.on_message is not None:
                 self.on_message(answer)
         elif req.path.endswith("/Messages.json"):

@@ -478,15 +478,6 @@ def test_a_second_escalation_is_not_blocked_by_the_first_ones_leg_claims(
                                                                        "esc_sv_call_sid")
 
 
-def wait_for(condition, what: str) -> None:
-    """The fake Twilio answers on its own thread: wait (real time, up to 5 s) until it has."""
-    for _ in range(500):
-        if condition():
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_no_connection_to_twilio_dials_the_same_sv_once_on_the_jobs_retry(
         roster, twilio_post, svc, clock, fake_twilio, run_jobs, monkeypatch):
     sid = repeat_caller(twilio_post, clock, CALLER)
@@ -529,15 +520,21 @@ def test_twilio_unreachable_on_every_try_the_watchdog_still_moves_on(
 def test_a_dial_out_with_an_unknown_outcome_is_never_placed_again(
         roster, twilio_post, svc, clock, fake_twilio, run_jobs, monkeypatch):
     sid = repeat_caller(twilio_post, clock, CALLER)
+    patient = services_module.TWILIO_TIMEOUT
     monkeypatch.setattr(services_module, "TWILIO_TIMEOUT", 0.2)
     forget_worker_services()
-    fake_twilio.gate.clear()  # Twilio holds the request past the worker's read timeout...
+    # Twilio holds the request (gate closed) and never answers it while the worker waits, so
+    # the worker's read timeout always expires, however slowly the fake's thread takes it up
+    fake_twilio.gate.clear()
     run_jobs()
-    assert fake_twilio.held == 1
-    fake_twilio.gate.set()  # ...and places the call after all
-    wait_for(lambda: len(sv_legs(fake_twilio)) == 1, "the held dial-out")
     assert svc.redis.get(keys.escalation_leg(sid, 0)) == "pending"
     assert ScheduledJobRegistry(queue=svc.queue).get_job_ids() == [f"esc-watch-{sid}-0"]
+    fake_twilio.wait_until(lambda: fake_twilio.held == 1, "the dial-out held")
+    fake_twilio.gate.set()  # ...and places the call after all
+    fake_twilio.wait_until(lambda: len(sv_legs(fake_twilio)) == 1, "the held dial-out placed")
+    assert svc.redis.get(keys.escalation_leg(sid, 0)) == "pending"
+    monkeypatch.setattr(services_module, "TWILIO_TIMEOUT", patient)  # no timeouts from here
+    forget_worker_services()
     svc.queue.enqueue("worker.escalation.dial_supervisor", sid, 0)  # a redelivered job
     run_jobs()
     assert len(sv_legs(fake_twilio)) == 1

@@ -22,7 +22,8 @@ class Line:
     """A signed-webhook client for an app bound to a given Redis."""
 
     def __init__(self, redis_url: str, twilio_url: str) -> None:
-        config = make_config(redis_url, twilio_url)
+        # the production timeout: a stalled Redis never answers, so it always expires
+        config = make_config(redis_url, twilio_url, IVR_REDIS_TIMEOUT=0.25)
         self.services = build_services(config)
         self.app = create_app(config, services=self.services)
         self.client = self.app.test_client()

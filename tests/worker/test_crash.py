@@ -88,7 +88,7 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
         add_customer(svc, phone)
     svc.redis.sadd(keys.customers_by_service("mail"), *RECIPIENTS)
     admin = Admin(create_app(svc.config, services=svc).test_client())
-    fake_twilio.delay = 0.05
+    fake_twilio.hold_after = KILL_AFTER  # Twilio takes KILL_AFTER messages, holds the next
     log = tmp_path / "rq-worker.log"
     workers: list[RqWorker] = []
     try:
@@ -98,13 +98,11 @@ def test_a_worker_killed_mid_fan_out_leaves_every_recipient_exactly_one_message(
         first = workers[-1]
         inc = declare(admin)
         batch_id = f"sms-{inc['id']}-0-b0"
-        until(f"{KILL_AFTER} messages", lambda: len(fake_twilio.messages) >= KILL_AFTER,
-              alive=first.proc, log=log)
-        fake_twilio.gate.clear()
         until("a send held inside Twilio", lambda: fake_twilio.held >= 1, alive=first.proc,
               log=log)
         first.stop(signal.SIGKILL)
         at_kill = len(fake_twilio.messages)
+        assert at_kill == KILL_AFTER
         fake_twilio.gate.set()  # Twilio takes the message its sender never heard back about
         until("the held message", lambda: len(fake_twilio.messages) == at_kill + 1)
         assert len(fake_twilio.messages) < len(RECIPIENTS), "killed mid-fan-out"
