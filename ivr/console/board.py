@@ -57,14 +57,13 @@ def declare() -> Response:
     """Declare from the form: the API's parser and progress.declare, nothing else."""
     svc = current_services()
     body = declare_body(request.form)
-    fields, errors = forms.validated("IncidentNew", body, lambda: incident.parse_new(body, svc))
-    if fields is not None:
-        declared, errors = forms.checked(lambda: progress.declare(svc, fields,
-                                                                  by=g.actor.login))
-        if declared is not None:
-            flash(t("declared"))
-            return redirect(url_for("console.incident_page",  # type: ignore[return-value]
-                                    incident_id=declared[0]["id"]))
+    declared, errors = forms.submitted(
+        "IncidentNew", body, lambda: incident.parse_new(body, svc),
+        lambda fields: progress.declare(svc, fields, by=g.actor.login))
+    if declared is not None:
+        flash(t("declared"))
+        return redirect(url_for("console.incident_page",  # type: ignore[return-value]
+                                incident_id=declared[0]["id"]))
     return _board(400, form=forms.values(request.form), errors=errors)
 
 

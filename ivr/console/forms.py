@@ -13,6 +13,7 @@ from ivr.errors import ApiError
 from ivr.lang import LANGS
 
 T = TypeVar("T")
+U = TypeVar("U")
 _INDEX = re.compile(r"\[\d+\]")
 
 
@@ -94,3 +95,14 @@ def validated(schema: str, body: Any, parse: Callable[[], T]) -> tuple[T | None,
                                                problem.field)))
         return None, errors
     return checked(parse)
+
+
+def submitted(schema: str, body: Any, parse: Callable[[], T], act: Callable[[T], U]
+              ) -> tuple[U | None, dict[str, str]]:
+    """A form that changes something: `validated` (schema, then the API's parser), then the
+    domain call `act` on what the parser returned (`checked`); the errors of whichever
+    refused, by form field."""
+    parsed, errors = validated(schema, body, parse)
+    if parsed is None:
+        return None, errors
+    return checked(lambda: act(parsed))

@@ -86,14 +86,12 @@ def incident_edit(incident_id: str) -> Response:
     """PATCH /api/incidents/<id> from the form: incident.parse_patch, progress.edit."""
     svc = current_services()
     body = patch_body(svc, incident.load(svc, incident_id), request.form)
-    changes, errors = forms.validated("IncidentPatch", body,
-                                      lambda: incident.parse_patch(body, svc))
-    if changes is not None:
-        done, errors = forms.checked(lambda: progress.edit(svc, incident_id, changes,
-                                                           by=g.actor.login))
-        if done is not None:
-            flash(t("saved"))
-            return _back(incident_id)
+    done, errors = forms.submitted(
+        "IncidentPatch", body, lambda: incident.parse_patch(body, svc),
+        lambda changes: progress.edit(svc, incident_id, changes, by=g.actor.login))
+    if done is not None:
+        flash(t("saved"))
+        return _back(incident_id)
     return render_page(incident_id, status=400, edit=forms.values(request.form),
                        errors={"edit": errors})
 
@@ -129,14 +127,12 @@ def incident_update(incident_id: str) -> Response:
     """POST /api/incidents/<id>/updates from the form: the same parser, progress.post_update."""
     svc = current_services()
     body = update_body(request.form)
-    update, errors = forms.validated("IncidentUpdate", body,
-                                     lambda: incident.parse_update(body, svc))
-    if update is not None:
-        done, errors = forms.checked(lambda: progress.post_update(svc, incident_id, update,
-                                                                  by=g.actor.login))
-        if done is not None:
-            flash(t("update_posted"))
-            return _back(incident_id)
+    done, errors = forms.submitted(
+        "IncidentUpdate", body, lambda: incident.parse_update(body, svc),
+        lambda update: progress.post_update(svc, incident_id, update, by=g.actor.login))
+    if done is not None:
+        flash(t("update_posted"))
+        return _back(incident_id)
     return render_page(incident_id, status=400, update=forms.values(request.form),
                        errors={"update": errors})
 
@@ -146,14 +142,12 @@ def incident_resolve(incident_id: str) -> Response:
     """POST /api/incidents/<id>/resolve from the form: the closing message goes out."""
     svc = current_services()
     body = {"message": forms.per_language(request.form, "message")}
-    update, errors = forms.validated("IncidentResolve", body,
-                                     lambda: incident.parse_update(body, svc, closing=True))
-    if update is not None:
-        done, errors = forms.checked(lambda: progress.resolve(svc, incident_id, update,
-                                                              by=g.actor.login))
-        if done is not None:
-            flash(t("resolved_done"))
-            return _back(incident_id)
+    done, errors = forms.submitted(
+        "IncidentResolve", body, lambda: incident.parse_update(body, svc, closing=True),
+        lambda update: progress.resolve(svc, incident_id, update, by=g.actor.login))
+    if done is not None:
+        flash(t("resolved_done"))
+        return _back(incident_id)
     return render_page(incident_id, status=400, resolve=forms.values(request.form),
                        errors={"resolve": errors})
 
