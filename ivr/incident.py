@@ -145,8 +145,8 @@ ETA_HORIZON = timedelta(days=365)
 
 def check_eta(svc: Services, eta: str | None, since: str | None = None) -> str | None:
     """`eta` when it falls between `since` (the declaration; now for a new incident) and
-    ETA_HORIZON from now; else a 400 naming eta. Callers hear the ETA read out, and a time
-    outside any sane window once silenced every announcement (issue 13)."""
+    ETA_HORIZON from now; else a 400 naming eta. Callers hear the ETA read out, so it must
+    be a time a person can say and a clock can hold."""
     if eta is None:
         return None
     moment, now = from_iso(eta), svc.now()

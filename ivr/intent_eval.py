@@ -22,7 +22,7 @@ from ivr.intent_schema import LABELS
 CORPUS = ROOT / "tests" / "intents" / "corpus.yaml"
 SETS = ("tune", "test")
 
-# What the held-out test set must show (issue 16): manager precision and recall at 0.95,
+# What the held-out test set must show: manager precision and recall at 0.95,
 # and money / technical / anger no worse than the lexicon of 2026-12-03 scored on the same
 # test set before any rule was tuned for it (measured once; bench/RESULTS.md).
 TARGETS: dict[str, tuple[float, float]] = {  # label -> (precision, recall)
