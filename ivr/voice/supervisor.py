@@ -145,8 +145,7 @@ def transfer() -> Response:
     TaskRouter bridged to them directly (the operator follows, /voice/agent-rejoin): the
     cushion sentence, then the caller's conference until the SV joins."""
     svc = current_services()
-    sid = calls.CallInfo.parse(request.form).call_sid
-    record = calls.get(svc, sid) if sid else None
+    sid, record = _redirected_caller(svc)
     if record is None:
         return twiml(degraded(svc))
     trigger = request.args.get("trigger", "operator")
@@ -164,10 +163,15 @@ def transfer() -> Response:
 def requeue() -> Response:
     """The REST redirect after no SV accepted: apologise and go to the front of the queue."""
     svc = current_services()
-    sid = calls.CallInfo.parse(request.form).call_sid
-    record = calls.get(svc, sid) if sid else None
+    sid, record = _redirected_caller(svc)
     if record is None:
         return twiml(degraded(svc))
     return twiml(priority_queue(svc, VoiceResponse(), sid, record["lang"],
                                 calls.requeue_priority(svc, sid)))
 
+
+def _redirected_caller(svc: Services) -> tuple[str, dict[str, Any] | None]:
+    """The CallSid of a caller we redirected by REST, and its record (None when the record
+    is gone: the caller then gets the plain queue, as with Redis down)."""
+    sid = calls.CallInfo.parse(request.form).call_sid
+    return sid, (calls.get(svc, sid) if sid else None)
