@@ -32,7 +32,7 @@ from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from werkzeug.exceptions import HTTPException
 from wtforms import ValidationError
 
-from ivr.console.i18n import LANGS, translate
+from ivr.console.i18n import LANGS, state_word, translate
 from ivr.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def csrf_token() -> str:
 
 @bp.context_processor
 def page_globals() -> dict[str, Any]:
-    return {"t": t, "lang": lang(), "actor": g.get("actor"), "may": may}
+    return {"t": t, "lang": lang(), "actor": g.get("actor"), "may": may,
+            "state_word": lambda state: state_word(lang(), str(state))}
 
 
 def may(action: str) -> bool:

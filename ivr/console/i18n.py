@@ -82,6 +82,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "issue_token": "トークン発行", "token": "トークン",
         "token_once": "このトークンは今だけ表示されます。控えてから画面を離れてください。",
         "add_person": "利用者を追加", "password_help": "12文字以上",
+        "state_greeting": "案内中", "state_queued": "待機中", "state_connecting": "接続中",
+        "state_connected": "通話中", "state_requeued": "優先待機中", "state_completed": "終了",
+        "state_dialing": "発信中", "state_ringing": "呼出中", "state_accepted": "受諾済み",
+        "state_exhausted": "応答なし（待ち行列へ）", "state_abandoned": "切断",
         "role_admin": "管理者", "role_supervisor": "スーパーバイザー",
         "role_operator": "オペレーター",
     },
@@ -159,6 +163,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "revoked": "Revoked.", "issue_token": "Issue a token", "token": "Token",
         "token_once": "This token is shown only now. Copy it before leaving the page.",
         "add_person": "Add a person", "password_help": "12 characters or more",
+        "state_greeting": "greeting", "state_queued": "waiting", "state_connecting": "connecting",
+        "state_connected": "connected", "state_requeued": "waiting (priority)",
+        "state_completed": "ended", "state_dialing": "dialling", "state_ringing": "ringing",
+        "state_accepted": "accepted", "state_exhausted": "no answer (queued)",
+        "state_abandoned": "hung up",
         "role_admin": "Admin", "role_supervisor": "Supervisor", "role_operator": "Operator",
     },
 }
@@ -168,3 +177,10 @@ def translate(lang: str, key: str, **values: Any) -> str:
     """The message `key` in `lang` (Japanese when English lacks it), with {values} filled."""
     text = MESSAGES.get(lang, {}).get(key) or MESSAGES["ja"].get(key) or key
     return text.format(**values) if values else text
+
+
+def state_word(lang: str, state: str) -> str:
+    """A call's or an escalation's state in `lang`; a state without a word shows as stored,
+    so a new state is readable before it is translated."""
+    key = f"state_{state}"
+    return translate(lang, key) if key in MESSAGES["ja"] else state

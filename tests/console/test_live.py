@@ -29,6 +29,7 @@ def test_the_panel_shows_waiting_callers_by_band_with_their_tags(sv, svc, twilio
     row = html.split(f'data-call="{sid}"')[1].split("</tr>")[0]
     assert "+81******5678" in row and "9012345678" not in row  # masked
     assert '<span class="tag">affected</span>' in row
+    assert "<td>待機中</td>" in row  # the state in the page's language, not "queued"
     assert "<td>42秒</td>" in row
 
 
@@ -42,9 +43,17 @@ def test_an_escalation_shows_its_state_whom_it_rings_and_the_5w1h(sv, svc, twili
     assert response.status_code == 202, response.get_json()
     html = panel(sv)
     card = html.split(f'data-escalation="{sid}"')[1].split("</article>")[0]
-    assert "dialing" in card and "試行 1" in card and "理由: money" in card
+    assert "状態: 発信中" in card and "試行 1" in card and "理由: money" in card
     assert "返金額の判断" in card  # why
     assert "返金してほしい" in card  # what the caller said
+
+
+def test_states_are_shown_in_the_page_language_and_unknown_ones_as_stored():
+    from ivr.console.i18n import state_word
+
+    assert state_word("ja", "queued") == "待機中"
+    assert state_word("en", "queued") == "waiting"
+    assert state_word("en", "something-new") == "something-new"
 
 
 def test_the_fan_out_of_the_latest_update_moves_as_messages_go(sv, svc, run_jobs, clock):
