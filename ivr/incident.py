@@ -354,6 +354,19 @@ def _last_update_at(svc: Services, doc: Mapping[str, Any], severity: str) -> dat
     return from_iso(doc["created_at"])
 
 
+
+def apply_changes(doc: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`changes` (parse_patch's) written into `doc` in place, as an edit stores them:
+    announcement and recordings merge per language and a null removes that language; any
+    other field is replaced. The console's preview applies a draft edit the same way."""
+    for name, value in changes.items():
+        if name in ("announcement", "recordings"):
+            merged = {**doc.get(name, {}), **value}
+            doc[name] = {lang: text for lang, text in merged.items() if text is not None}
+        else:
+            doc[name] = value
+    return doc
+
 def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> dict[str, Any]:
     """Apply an edit; announcement and recordings merge per language (null removes one), so
     correcting the Japanese text never drops the English one. A new severity moves the next
@@ -364,12 +377,7 @@ def patch(svc: Services, incident_id: str, changes: dict[str, Any], by: str) -> 
             doc["next_update_at"] = _iso(rescheduled(
                 svc.flows, changes["severity"], _last_update_at(svc, doc, changes["severity"]),
                 svc.now(), svc.tz))
-        for name, value in changes.items():
-            if name in ("announcement", "recordings"):
-                merged = {**doc.get(name, {}), **value}
-                doc[name] = {lang: text for lang, text in merged.items() if text is not None}
-            else:
-                doc[name] = value
+        apply_changes(doc, changes)
         if not doc["announcement"]:
             raise invalid("announcement", "an incident must keep the text callers hear in at "
                                           "least one language")

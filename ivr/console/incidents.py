@@ -112,14 +112,7 @@ def incident_preview(incident_id: str) -> Response:
                                       lambda: incident.parse_patch(body, svc))
     if changes is None:
         return preview_response(None, errors)
-    draft = dict(doc)
-    for name, value in changes.items():
-        if name in ("announcement", "recordings"):
-            merged = {**doc.get(name, {}), **value}
-            draft[name] = {k: v for k, v in merged.items() if v is not None}
-        else:
-            draft[name] = value
-    return preview_response(draft, {})
+    return preview_response(incident.apply_changes(dict(doc), changes), {})
 
 
 @bp.post("/incidents/<incident_id>/updates")
